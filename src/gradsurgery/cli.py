@@ -260,6 +260,7 @@ COMMANDS: dict[str, Command | str] = {
     ),
     "compare": "gradsurgery.experiments.compare_cli",
     "rl": "gradsurgery.rl.rl_cli",
+    "rl-report": "gradsurgery.rl.study_cli",
 }
 
 
