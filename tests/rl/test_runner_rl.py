@@ -236,3 +236,34 @@ def test_full_size_presets_run_on_cpu_at_tiny_scale(tmp_path: Path, preset: str)
     state = load_checkpoint(tmp_path / preset / "checkpoints" / "step-00000008.ckpt")
     assert state["agent"]["num_updates"] == 4
     assert len(res.series) == 1 and 0.0 <= res.summary["final_mean_success"] <= 1.0
+
+
+def test_real_mtsac_resume_gives_the_uninterrupted_run(tmp_path: Path) -> None:
+    """The real agent with PCGrad (its random task orders come from the method's own generator):
+    stopped, resumed from its checkpoint and run to the end, it ends with the uninterrupted run's
+    weights, optimizer state and evaluations, bit for bit."""
+    kw = dict(suite="reach-v3,push-v3", method="pcgrad", steps=48,
+              agent={"hidden_sizes": (32, 32), "batch_size_per_task": 8})  # fmt: skip
+    whole = train_rl(config(tmp_path / "whole", **kw))
+    first = train_rl(config(tmp_path / "split", stop_after_steps=20, **kw))
+    assert first.status == "stopped" and first.steps == 24
+    second = train_rl(config(tmp_path / "split", **kw))
+    assert second.resumed_from == [24] and second.updates == whole.updates == 48 - 10
+    a, b = whole.agent.state_dict(), second.agent.state_dict()
+
+    def assert_same(x: Any, y: Any) -> None:
+        if isinstance(x, dict):
+            assert x.keys() == y.keys()
+            for k in x:
+                assert_same(x[k], y[k])
+        elif isinstance(x, (list, tuple)):
+            assert len(x) == len(y)
+            for u, v in zip(x, y, strict=True):
+                assert_same(u, v)
+        elif isinstance(x, torch.Tensor):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        else:
+            assert x == y
+
+    assert_same(a, b)
+    np.testing.assert_array_equal(second.series.return_matrix(), whole.series.return_matrix())
