@@ -413,3 +413,31 @@ def test_partitioned_infers_task_specific_heads():
     mtl.backward_partitioned(loss_fn, x, task, task_ids=task)
     assert {id(p) for p in mtl.shared_params} == {id(p) for p in model.body.parameters()}
     assert all(math.isfinite(float(p.grad.sum())) for p in model.parameters())
+
+
+def test_a_monitor_costs_task_gradients_only_on_its_steps():
+    """Unitary scalarization with a monitor recording every 3rd step: per-task gradients (and a
+    Gramian) on steps 0 and 3 only, the one-backward path otherwise; the update is the plain
+    sum's on every step."""
+    from gradsurgery.diagnostics import TriadMonitor
+
+    x, y = _data()
+    model = TrunkHeads()
+    plain = TrunkHeads()
+    plain.load_state_dict(model.state_dict())
+    monitor = TriadMonitor(every=3)
+    mtl = MultiTaskBackward(model, "sum", monitor=monitor)
+    recorded = []
+    for step in range(6):
+        model.zero_grad()
+        plain.zero_grad()
+        assert mtl.needs_task_gradients == (step % 3 == 0)
+        res = mtl.backward(_losses(model, x, y)[1])
+        _losses(plain, x, y)[1].sum().backward()
+        assert (res.gramian is not None) == (step % 3 == 0)
+        for p, q in zip(model.parameters(), plain.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad)
+        if monitor.last_row is not None:
+            recorded.append(monitor.last_row["step"])
+            monitor.last_row = None
+    assert recorded == [0, 3] and monitor.summary()["steps"] == 2

@@ -100,7 +100,8 @@ class MultiTaskBackward:
         task_names: names used in error messages and diagnostics.
         check_finite: raise :class:`NonFiniteError` on a NaN/inf loss or gradient.
         monitor: a :class:`~gradsurgery.diagnostics.monitor.TriadMonitor` that records the
-            tragic-triad statistics each step (forces per-task gradients even for ``"sum"``).
+            tragic-triad statistics on its steps (``every``): on those steps even ``"sum"``
+            computes per-task gradients (the same update, summed in another order).
         strategy: how :meth:`backward_partitioned` vectorizes (``"auto"``, ``"vmap"``, ``"loop"``).
         **method_kwargs: passed to the method when ``method`` is a name.
 
@@ -169,7 +170,12 @@ class MultiTaskBackward:
 
     @property
     def needs_task_gradients(self) -> bool:
-        return self.method.requires != "losses" or self.monitor is not None
+        """Whether the next step computes per-task gradients: always for methods that need the
+        Gramian or the Jacobian; for loss-weighting methods only on the steps a ``monitor``
+        records (``step % monitor.every == 0``), the other steps staying one backward pass."""
+        if self.method.requires != "losses":
+            return True
+        return self.monitor is not None and self.step % self.monitor.every == 0
 
     def backward(
         self,

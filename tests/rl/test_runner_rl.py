@@ -197,6 +197,7 @@ def test_the_rl_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     args = parser.parse_args(["rl", "--list-presets"])
     assert args._run is run_rl and run_rl(args) == 0
     assert "mtrl-compat" in capsys.readouterr().out
+    assert parser.parse_args(["rl", "--suite", "MT10", "--diagnose-every", "7"]).diagnose_every == 7
     for argv, message in [
         (["rl"], "--suite"),
         (["rl", "--suite", "MT10", "--method", "nope"], "unknown method"),
@@ -267,3 +268,41 @@ def test_real_mtsac_resume_gives_the_uninterrupted_run(tmp_path: Path) -> None:
 
     assert_same(a, b)
     np.testing.assert_array_equal(second.series.return_matrix(), whole.series.return_matrix())
+
+
+def test_gradient_diagnostics_every_n_updates(tmp_path: Path) -> None:
+    """``diagnose_every=5``: conflict statistics of the critic's and the actor's task gradients
+    on updates 0, 5, 10, ... in the log, TensorBoard and result.json; the run itself unchanged
+    in what it records."""
+    kw = dict(suite="reach-v3,push-v3", method="sum", steps=48, diagnose_every=5,
+              agent={"hidden_sizes": (32, 32), "batch_size_per_task": 8})  # fmt: skip
+    res = train_rl(config(tmp_path / "d", **kw))
+    rows = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
+    diag = [r for r in rows if r["kind"] == "diagnostics"]
+    assert res.updates == 38
+    for loss in ("critic", "actor"):
+        mine = [r for r in diag if r["loss"] == loss]
+        assert [r["update"] for r in mine] == list(range(0, 38, 5))
+        assert [r["step"] for r in mine] == [11 + u for u in range(0, 38, 5)]  # 10 warm-up steps
+        for r in mine:
+            assert r["num_tasks"] == 2 and r["num_pairs"] == 1
+            assert r["fraction_conflicting"] in (0.0, 1.0)
+            assert (r["fraction_conflicting"] == 1.0) == (r["mean_cosine"] < 0)
+            norms = [r["grad_norm/reach-v3"], r["grad_norm/push-v3"]]
+            assert r["grad_norm_ratio"] == pytest.approx(max(norms) / min(norms))
+    result = json.loads((tmp_path / "d" / "result.json").read_text())
+    summary = result["diagnostics"]
+    assert summary == res.diagnostics
+    critic = [r for r in diag if r["loss"] == "critic"]
+    assert summary["critic"]["updates_diagnosed"] == 8
+    assert summary["critic"]["mean_cosine"] == pytest.approx(
+        sum(r["mean_cosine"] for r in critic) / 8
+    )
+    assert summary["critic"]["min_cosine"] == min(r["min_cosine"] for r in critic)
+    plain = train_rl(config(tmp_path / "p", **{**kw, "diagnose_every": None}))
+    assert json.loads((tmp_path / "p" / "result.json").read_text())["diagnostics"] is None
+    assert plain.updates == res.updates
+    with pytest.raises(ValueError, match="positive"):
+        train_rl(config(tmp_path / "bad", **{**kw, "diagnose_every": 0}))
+    with pytest.raises(TypeError, match="backward"):
+        train_rl(config(tmp_path / "stub", diagnose_every=3), agent_factory=StubAgent)

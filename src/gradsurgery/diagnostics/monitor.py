@@ -94,6 +94,9 @@ class TriadMonitor:
         self.task_names = list(task_names) if task_names is not None else None
         self.every = int(every)
         self.full_matrices = full_matrices
+        #: the last row :meth:`record` wrote (None before the first); a caller that logs the
+        #: rows elsewhere may read it and set it back to None.
+        self.last_row: dict[str, Any] | None = None
 
         self._tb: Any = None
         if tensorboard_dir is not None:
@@ -199,6 +202,7 @@ class TriadMonitor:
 
         self._accumulate(row)
         self._write(row, task_names=names)
+        self.last_row = row
         return row
 
     def record_curvature(self, step: int, value: float) -> None:

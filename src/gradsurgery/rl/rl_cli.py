@@ -6,6 +6,7 @@ Examples::
     gradsurgery rl --suite MT10 --method pcgrad --preset metaworld-v3 --device cuda --strategy async
     gradsurgery rl --suite MT1:reach-v3 --preset mtrl-compat-cpu --steps 20000 --threads 1
     gradsurgery rl --suite reach-v3,push-v3 --method cagrad --method-arg c=0.4 --preset smoke
+    gradsurgery rl --suite MT10 --method sum --preset mtrl-compat-cpu --diagnose-every 100
     gradsurgery rl --list-presets
 
 Rerunning the same command continues from the newest checkpoint in ``--out`` (``--fresh`` starts
@@ -58,6 +59,13 @@ def add_rl_arguments(parser: argparse.ArgumentParser) -> None:
         help="step the tasks in this process or one process each (%(default)s)",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--diagnose-every",
+        type=int,
+        metavar="N",
+        help="log gradient conflict, cosines and gradient-norm ratios of the critic's and the "
+        "actor's task gradients every N updates (log.jsonl kind=diagnostics, TensorBoard)",
+    )
     parser.add_argument(
         "--method-arg",
         action="append",
@@ -204,6 +212,7 @@ def run_rl(args: argparse.Namespace) -> int:
         stop_after_steps=args.stop_after,
         progress=False if args.no_progress else None,
         threads=args.threads,
+        diagnose_every=args.diagnose_every,
     )
     if cfg.out_dir is None:
         cfg.out_dir = default_out_dir(cfg, spec)
@@ -249,6 +258,16 @@ def _summary_table(result: Any) -> str:
         f"{result.steps:,} steps/task, {result.env_steps:,} env steps, {result.updates:,} updates, "
         f"{result.wall_s / 60:.1f} min"
     )
+    for loss, d in (getattr(result, "diagnostics", None) or {}).items():
+        if d.get("mean_fraction_conflicting") is None:
+            continue
+        ratio = d.get("mean_grad_norm_ratio")
+        lines.append(
+            f"{loss} gradients over {d['updates_diagnosed']:,} diagnosed updates: "
+            f"{100 * d['mean_fraction_conflicting']:.0f}% of task pairs conflict, mean cosine "
+            f"{d['mean_cosine']:.2f}, min {d['min_cosine']:.2f}"
+            + (f", largest/smallest gradient norm {ratio:.1f}" if ratio is not None else "")
+        )
     return "\n".join(lines)
 
 

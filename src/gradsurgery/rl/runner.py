@@ -13,8 +13,9 @@
    after every ``eval_every`` steps and once at the end, and writes ``result.json`` (the resolved
    preset, final and best-over-series success, per task), ``log.jsonl`` (training rows every
    ``log_every`` steps with losses, temperatures, env steps/s and updates/s; one row per
-   evaluation), TensorBoard events (when TensorBoard is installed), ``learning_curves.png`` and
-   ``curves/<task>.png``.
+   evaluation; with ``diagnose_every``, gradient-conflict rows of the critic and the actor:
+   :mod:`~gradsurgery.rl.gradient_diagnostics`), TensorBoard events (when TensorBoard is
+   installed), ``learning_curves.png`` and ``curves/<task>.png``.
 4. Checkpoints atomically (:mod:`gradsurgery.experiments.checkpoint`, the newest two kept) at the
    first episode boundary at or after every ``checkpoint_every`` steps and at the end.
 
@@ -68,6 +69,7 @@ from gradsurgery.rl.envs import (
     resolve_suite,
 )
 from gradsurgery.rl.evaluation import EvalSeries, evaluate, plot_learning_curves
+from gradsurgery.rl.gradient_diagnostics import UpdateDiagnostics, summarize_diagnostics
 from gradsurgery.rl.presets import ResolvedPreset, resolve_preset
 
 __all__ = [
@@ -109,6 +111,9 @@ class RLRunConfig:
         progress: show a progress bar (None: when stderr is a terminal).
         threads: ``torch.set_num_threads`` for this process (None: leave it). Small networks on
             a CPU shared with other work often run fastest with 1 thread.
+        diagnose_every: every this many updates, log the tragic-triad statistics of the critic's
+            and the actor's task gradients (:mod:`~gradsurgery.rl.gradient_diagnostics`; needs an
+            agent with ``backward``, i.e. ``MTSAC``); None: never.
     """
 
     suite: str
@@ -132,6 +137,7 @@ class RLRunConfig:
     tensorboard: bool = True
     plots: bool = True
     keep_checkpoints: int = 2
+    diagnose_every: int | None = None
 
 
 @dataclass
@@ -149,6 +155,7 @@ class RLRunResult:
     resumed_from: list[int]
     wall_s: float
     agent: Any = None
+    diagnostics: dict[str, Any] | None = None
 
     @property
     def env_steps(self) -> int:
@@ -384,6 +391,11 @@ def _train_rl(
     task_ids = envs.task_ids
     factory = agent_factory or _default_agent_factory
     agent = factory(preset.agent, obs_dim, action_dim, m)
+    diagnostics = (
+        UpdateDiagnostics(agent, spec.tasks, cfg.diagnose_every)
+        if cfg.diagnose_every is not None
+        else None
+    )
     replay = _make_replay(agent, preset, obs_dim, action_dim)
     warmup_rng = np.random.Generator(np.random.PCG64(env_seed(cfg.seed, "warmup-actions")))
     sample_gen = torch.Generator(device=device).manual_seed(
@@ -483,6 +495,9 @@ def _train_rl(
         }
         manager.save(state, step)
 
+    def diagnostics_summary() -> dict[str, Any] | None:
+        return summarize_diagnostics(JsonlLog.read(log.path)) if diagnostics is not None else None
+
     def write_result(final: bool) -> dict[str, Any]:
         summary = series.summary()
         summary["report"] = preset.report
@@ -502,6 +517,7 @@ def _train_rl(
                 "updates": updates,
                 "summary": summary,
                 "evaluations": series.to_list(),
+                "diagnostics": diagnostics_summary(),
                 "resumed_from": resumed_from,
                 "wall_s": wall,
                 "device": str(device),
@@ -535,6 +551,15 @@ def _train_rl(
                 updates += 1
                 updates_window += 1
                 acc.add_update(info)
+                if diagnostics is not None:
+                    for row in diagnostics.collect(step):
+                        log.write(row)
+                        if writer is not None:
+                            for k in ("fraction_conflicting", "mean_cosine", "grad_norm_ratio"):
+                                if row[k] is not None:
+                                    writer.add_scalar(
+                                        f"diagnostics/{row['loss']}/{k}", row[k], step
+                                    )
             done = result.terminated | result.truncated
             obs = result.obs
             at_boundary = bool(done.all())
@@ -605,6 +630,7 @@ def _train_rl(
         resumed_from=resumed_from,
         wall_s=prior_wall + time.perf_counter() - start_wall,
         agent=agent,
+        diagnostics=diagnostics_summary(),
     )
 
 
