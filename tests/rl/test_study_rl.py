@@ -32,6 +32,7 @@ def fake_run(
     steps: int = 300,
     method_kwargs: dict[str, Any] | None = None,
     wall_s: float = 120.0,
+    diagnostics: dict[str, Any] | None = None,
 ) -> Path:
     """A ``result.json`` as the runner writes it, with the given per-task success series."""
     evals = [
@@ -67,6 +68,7 @@ def fake_run(
             "overrides": {"steps": steps, "agent": {"method_kwargs": method_kwargs or {}}},
         },
         "evaluations": evals,
+        "diagnostics": diagnostics,
     }
     d = root / name
     d.mkdir(parents=True)
@@ -193,3 +195,23 @@ def test_real_runs_of_the_runner(tmp_path: Path) -> None:
             row["per_seed"][seed]["final_mean_success"] == result["summary"]["final_mean_success"]
         )
         assert row["per_seed"][seed]["best_mean_success"] == result["summary"]["best_mean_success"]
+
+
+def test_gradient_diagnostics_are_averaged_over_seeds(tmp_path: Path) -> None:
+    def diag(conflict: float, cosine: float, ratio: float) -> dict[str, Any]:
+        row = {"updates_diagnosed": 4, "mean_fraction_conflicting": conflict,
+               "mean_cosine": cosine, "min_cosine": -0.9, "mean_grad_norm_ratio": ratio}  # fmt: skip
+        return {"critic": row, "actor": row}
+
+    fake_run(tmp_path, "a", "sum", 0, [(1, 1)], diagnostics=diag(0.2, 0.1, 3.0))
+    fake_run(tmp_path, "b", "sum", 1, [(1, 1)], diagnostics=diag(0.4, -0.1, 5.0))
+    fake_run(tmp_path, "c", "pcgrad", 0, [(1, 1)])
+    study = summarize_study(load_runs([tmp_path]))
+    d = study["methods"]["sum"]["diagnostics"]["critic"]
+    assert d["runs"] == 2
+    assert d["mean_fraction_conflicting"]["mean"] == pytest.approx(0.3)
+    assert d["mean_cosine"]["mean"] == pytest.approx(0.0)
+    assert d["mean_grad_norm_ratio"]["mean"] == pytest.approx(4.0)
+    assert study["methods"]["pcgrad"]["diagnostics"] is None
+    md = write_study_report([tmp_path], tmp_path / "out")["markdown"].read_text()
+    assert "| sum | critic | 2 | 30 ± 14 [-97, 157] |" in md

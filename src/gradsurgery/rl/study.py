@@ -15,7 +15,10 @@ interval of :mod:`gradsurgery.experiments.stats`):
   number; it is biased upwards by the number of evaluations, the same for every method of a study);
 * ``final_mean_return`` and the wall-clock time of the run (minutes; only comparable between runs
   that shared the machine the same way);
-* per task, the final success rate averaged over seeds.
+* per task, the final success rate averaged over seeds;
+* when the runs logged gradient diagnostics (``gradsurgery rl --diagnose-every N``), the fraction
+  of conflicting task pairs, the mean cosine and the largest/smallest gradient-norm ratio of the
+  critic's and the actor's task gradients.
 
 Which of the two success numbers a preset reports (``preset.report``) is marked in the table.
 Runs that did not finish (``status != "complete"``) are left out and listed.
@@ -233,6 +236,7 @@ def summarize_study(records: Sequence[RunRecord]) -> dict[str, Any]:
             "final_success_per_task": dict(
                 zip(tasks, np.mean(per_task_final, axis=0).tolist(), strict=True)
             ),
+            "diagnostics": _diagnostics_over_seeds(runs),
             "curve": {
                 "steps": curve_steps.tolist(),
                 "mean": curve.mean(axis=0).tolist(),
@@ -246,6 +250,24 @@ def summarize_study(records: Sequence[RunRecord]) -> dict[str, Any]:
         "methods": methods,
         "incomplete": incomplete,
     }
+
+
+_DIAG_FIELDS = ("mean_fraction_conflicting", "mean_cosine", "mean_grad_norm_ratio")
+
+
+def _diagnostics_over_seeds(runs: Sequence[RunRecord]) -> dict[str, Any] | None:
+    """Per diagnosed loss (critic, actor), each run's mean conflict statistics over seeds."""
+    per_run = [r.result.get("diagnostics") for r in runs]
+    if not any(per_run):
+        return None
+    out: dict[str, Any] = {}
+    losses = sorted({loss for d in per_run if d for loss in d})
+    for loss in losses:
+        out[loss] = {
+            f: _ci([(d or {}).get(loss, {}).get(f) for d in per_run]) for f in _DIAG_FIELDS
+        }
+        out[loss]["runs"] = sum(1 for d in per_run if d and loss in d)
+    return out
 
 
 def _cell(ci: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -311,6 +333,22 @@ def _markdown(study: dict[str, Any]) -> str:
     for t in tasks:
         cells = [f"{100 * study['methods'][m]['final_success_per_task'][t]:.0f}" for m in labels]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    diagnosed = {k: v["diagnostics"] for k, v in study["methods"].items() if v["diagnostics"]}
+    if diagnosed:
+        lines += [
+            "",
+            "Gradient conflict over the diagnosed updates (`--diagnose-every`; mean over seeds):",
+            "",
+            "| method | loss | runs | pairs conflicting (%) | mean cosine | max/min grad norm |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, d in diagnosed.items():
+            for loss, row in d.items():
+                conflict, cosine, ratio = (row[f] for f in _DIAG_FIELDS)
+                lines.append(
+                    f"| {label} | {loss} | {row['runs']} | {_cell(conflict, digits=0)} | "
+                    f"{_cell(cosine, 1.0, 2)} | {_cell(ratio, 1.0, 1)} |"
+                )
     if study["incomplete"]:
         lines += ["", "Left out (not finished):", ""]
         lines += [
