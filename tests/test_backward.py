@@ -137,8 +137,12 @@ def test_infinite_gradient_raises():
     losses = [w[1] ** 2, w[0].abs().sqrt()]  # d/dw0 sqrt(|w0|) at 0 is inf·0 = nan
     with pytest.raises(NonFiniteError, match="task 1 has a non-finite gradient"):
         MultiTaskBackward([w], "pcgrad", shared=[w]).backward(losses)
-    # A stacked vector sends zeros through task 1's branch for task 0 too: 0·inf = nan there
+    # torch.stack of the losses: each task's pass starts at its own loss, as with the list
     losses = torch.stack([w[1] ** 2, w[0].abs().sqrt()])
+    with pytest.raises(NonFiniteError, match="task 1 has a non-finite gradient"):
+        MultiTaskBackward([w], "pcgrad", shared=[w]).backward(losses)
+    # any other vector sends zeros through task 1's branch for task 0 too: 0·inf = nan there
+    losses = torch.stack([w[1] ** 2, w[0].abs().sqrt()]) * 1.0
     with pytest.raises(NonFiniteError, match="task 0 has a non-finite gradient"):
         MultiTaskBackward([w], "pcgrad", shared=[w]).backward(losses)
     losses = [w[1] ** 2, w[0].abs().sqrt()]
@@ -441,3 +445,45 @@ def test_a_monitor_costs_task_gradients_only_on_its_steps():
             recorded.append(monitor.last_row["step"])
             monitor.last_row = None
     assert recorded == [0, 3] and monitor.summary()["steps"] == 2
+
+
+def test_a_stacked_vector_costs_what_a_list_does():
+    """torch.stack([...]) of the losses: task i's pass never enters another task's head (counted
+    by a hook on each head's output) and the update is the list's; another vector is
+    differentiated entry by entry, through every head each time."""
+    from gradsurgery.diagnostics import TriadMonitor
+
+    torch.manual_seed(0)
+    model = TrunkHeads()
+    x, y = _data()
+
+    def run(make_losses):
+        entered = [0, 0, 0]
+        _, outs = model(x)
+        for k, o in enumerate(outs):
+            o.register_hook(lambda g, k=k: entered.__setitem__(k, entered[k] + 1))
+        model.zero_grad(set_to_none=True)
+        mtl = MultiTaskBackward(model, "upgrad", shared=model.trunk, monitor=TriadMonitor())
+        res = mtl.backward(make_losses([((o - y[i]) ** 2).mean() for i, o in enumerate(outs)]))
+        return entered, res, [p.grad.clone() for p in model.parameters()]
+
+    entered, res_list, grads_list = run(list)
+    assert entered == [1, 1, 1]
+    entered, res_stack, grads_stack = run(torch.stack)
+    assert entered == [1, 1, 1]
+    torch.testing.assert_close(res_stack.gramian, res_list.gramian)
+    for g, e in zip(grads_stack, grads_list, strict=True):
+        torch.testing.assert_close(g, e)
+    entered, res_other, _ = run(lambda ls: torch.stack(ls) * 1.0)
+    assert entered == [3, 3, 3]  # zeros through the other heads: the cost the stack path avoids
+    torch.testing.assert_close(res_other.gramian, res_list.gramian)
+
+
+def test_stacked_constant_loss_has_zero_gradient():
+    from gradsurgery.diagnostics import TriadMonitor
+
+    w = nn.Parameter(torch.tensor([1.0, 2.0]))
+    mtl = MultiTaskBackward([w], "sum", shared=[w], monitor=TriadMonitor())
+    res = mtl.backward(torch.stack([(w**2).sum(), torch.tensor(3.0)]))
+    torch.testing.assert_close(res.gramian, torch.tensor([[20.0, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(w.grad, torch.tensor([2.0, 4.0]))

@@ -187,8 +187,11 @@ class MultiTaskBackward:
         """Use instead of ``losses.sum().backward()`` for a shared-input batch.
 
         Args:
-            losses: the ``M`` task losses: a list of scalars (preferred: each task's gradient then
-                flows through its own graph only) or an ``(M,)`` vector.
+            losses: the ``M`` task losses: a list of scalars or an ``(M,)`` vector. Each task's
+                gradient flows through its own graph only for a list and for ``torch.stack`` of
+                the scalars (without ``present``); another vector, or a stacked one with tasks
+                left out by ``present``, is differentiated entry by entry through the op that
+                made it, which also visits the other tasks' branches (with zero gradients).
             representation: the shared representation ``z`` that all heads read. When given, the
                 Gramian is that of ``∂L_i/∂z`` (approximate, one trunk pass; MGDA-UB style).
             present: ``(M,)`` booleans; tasks marked False are left out of this step (their loss

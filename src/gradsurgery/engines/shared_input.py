@@ -7,6 +7,14 @@ this engine is that loop, writing each task's gradients into preallocated ``(m, 
 For an approximation at the cost of one trunk pass, see
 :class:`gradsurgery.engines.representation.RepresentationJacobian`.
 
+Losses given as a vector. ``autograd.grad(v[i])`` of an ``(m,)`` vector ``v`` flows back through
+the op that made ``v``, which sends zero gradients into every other task's branch: m times the
+heads' backward cost, and a ``0·∞`` there turns into NaN. When ``v`` is ``torch.stack`` of scalar
+losses (the common ``torch.stack([l1, l2])``), the engine starts each task's pass at the stack's
+input instead (its autograd edge, :class:`torch.autograd.graph.GradientEdge`), which costs what a
+list of losses does. Any other vector (``torch.stack(...) * w``, an indexed vector) is
+differentiated entry by entry as it is.
+
 Example:
     >>> import torch
     >>> w = torch.tensor([1.0, 2.0], requires_grad=True)
@@ -23,6 +31,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
 from gradsurgery.engines.per_task_gradients import PerTaskGradients
 from gradsurgery.jacobian import TaskJacobian
@@ -52,31 +61,34 @@ class SharedInputJacobian:
         """Differentiate each task loss.
 
         Args:
-            losses: the present tasks' losses: a sequence of scalars (preferred: each gradient then
-                flows through its own task's graph only) or a ``(m,)`` vector (autograd then sends
-                zero gradients through every other task's branch too, which costs time and turns a
-                ``0·∞`` there into NaN).
+            losses: the present tasks' losses: a sequence of scalars, or a ``(m,)`` vector (best
+                made by ``torch.stack`` of the scalars: see the module docstring).
             tasks: their indices among all tasks (default: ``0..m-1``).
             retain_graph: keep the graph after the last task (as in ``Tensor.backward``).
         """
+        items: list[Tensor | GradientEdge | None]
         if isinstance(losses, Tensor):
             if losses.dim() != 1:
                 raise ValueError(f"expected a vector of task losses, got {tuple(losses.shape)}")
-            items = list(losses.unbind())
+            values = losses.detach()
+            items = stacked_loss_edges(losses) or list(losses.unbind())
         else:
             items = [loss.reshape(()) for loss in losses]
+            values = torch.stack([loss.detach() for loss in items])
         m = len(items)
+        seed = torch.ones((), dtype=values.dtype, device=values.device)
         # Every row is written below (a gradient, or zeros where a loss does not reach a parameter),
         # so the blocks need no zero fill first.
         blocks = [torch.empty((m, *p.shape), dtype=p.dtype, device=p.device) for p in self.params]
         for i, loss in enumerate(items):
-            if not loss.requires_grad:  # a constant loss: zero gradient
-                for block in blocks:
+            if loss is None or (isinstance(loss, Tensor) and not loss.requires_grad):
+                for block in blocks:  # a constant loss: zero gradient
                     block[i].zero_()
                 continue
             grads = torch.autograd.grad(
-                loss,
+                [loss],
                 self.params,
+                grad_outputs=[seed],
                 retain_graph=retain_graph or i < m - 1,
                 allow_unused=True,
             )
@@ -85,7 +97,17 @@ class SharedInputJacobian:
                     block[i].zero_()
                 else:
                     block[i].copy_(g)
-        values = torch.stack([loss.detach() for loss in items])
         if tasks is None:
             tasks = torch.arange(m, device=values.device)
         return PerTaskGradients(values, tasks, TaskJacobian(blocks))
+
+
+def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:
+    """The autograd edges of the scalars that ``torch.stack`` made ``losses`` from (None for a
+    constant), or None when ``losses`` was not made that way."""
+    fn = losses.grad_fn
+    if fn is None or type(fn).__name__ != "StackBackward0" or losses.dim() != 1:
+        return None
+    if getattr(fn, "_saved_dim", None) not in (0, -1) or len(fn.next_functions) != len(losses):
+        return None
+    return [GradientEdge(node, nr) if node is not None else None for node, nr in fn.next_functions]
