@@ -457,14 +457,15 @@ def test_a_stacked_vector_costs_what_a_list_does():
     model = TrunkHeads()
     x, y = _data()
 
-    def run(make_losses):
+    def run(make_losses, present=None):
         entered = [0, 0, 0]
         _, outs = model(x)
         for k, o in enumerate(outs):
             o.register_hook(lambda g, k=k: entered.__setitem__(k, entered[k] + 1))
         model.zero_grad(set_to_none=True)
         mtl = MultiTaskBackward(model, "upgrad", shared=model.trunk, monitor=TriadMonitor())
-        res = mtl.backward(make_losses([((o - y[i]) ** 2).mean() for i, o in enumerate(outs)]))
+        losses = make_losses([((o - y[i]) ** 2).mean() for i, o in enumerate(outs)])
+        res = mtl.backward(losses, present=present)
         return entered, res, [p.grad.clone() for p in model.parameters()]
 
     entered, res_list, grads_list = run(list)
@@ -477,6 +478,10 @@ def test_a_stacked_vector_costs_what_a_list_does():
     entered, res_other, _ = run(lambda ls: torch.stack(ls) * 1.0)
     assert entered == [3, 3, 3]  # zeros through the other heads: the cost the stack path avoids
     torch.testing.assert_close(res_other.gramian, res_list.gramian)
+    # with a task left out (present=), the stack is still seen through the index_select
+    entered, res_some, _ = run(torch.stack, present=[True, False, True])
+    assert entered == [1, 0, 1]
+    torch.testing.assert_close(res_some.gramian, res_list.gramian[[0, 2]][:, [0, 2]])
 
 
 def test_stacked_constant_loss_has_zero_gradient():

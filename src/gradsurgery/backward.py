@@ -189,8 +189,7 @@ class MultiTaskBackward:
         Args:
             losses: the ``M`` task losses: a list of scalars or an ``(M,)`` vector. Each task's
                 gradient flows through its own graph only for a list and for ``torch.stack`` of
-                the scalars (without ``present``); another vector, or a stacked one with tasks
-                left out by ``present``, is differentiated entry by entry through the op that
+                the scalars; another vector is differentiated entry by entry through the op that
                 made it, which also visits the other tasks' branches (with zero gradients).
             representation: the shared representation ``z`` that all heads read. When given, the
                 Gramian is that of ``∂L_i/∂z`` (approximate, one trunk pass; MGDA-UB style).

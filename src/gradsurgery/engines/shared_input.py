@@ -12,8 +12,8 @@ the op that made ``v``, which sends zero gradients into every other task's branc
 heads' backward cost, and a ``0·∞`` there turns into NaN. When ``v`` is ``torch.stack`` of scalar
 losses (the common ``torch.stack([l1, l2])``), the engine starts each task's pass at the stack's
 input instead (its autograd edge, :class:`torch.autograd.graph.GradientEdge`), which costs what a
-list of losses does. Any other vector (``torch.stack(...) * w``, an indexed vector) is
-differentiated entry by entry as it is.
+list of losses does (also after ``index_select``, which ``present=`` applies). Any other vector
+(``torch.stack(...) * w``, ``torch.cat``) is differentiated entry by entry as it is.
 
 Example:
     >>> import torch
@@ -104,10 +104,22 @@ class SharedInputJacobian:
 
 def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:
     """The autograd edges of the scalars that ``torch.stack`` made ``losses`` from (None for a
-    constant), or None when ``losses`` was not made that way."""
+    constant), also through an ``index_select`` of the stack (``present=``); None when
+    ``losses`` was not made that way."""
     fn = losses.grad_fn
-    if fn is None or type(fn).__name__ != "StackBackward0" or losses.dim() != 1:
+    if fn is None or losses.dim() != 1:
         return None
-    if getattr(fn, "_saved_dim", None) not in (0, -1) or len(fn.next_functions) != len(losses):
+    index = None
+    if type(fn).__name__ == "IndexSelectBackward0" and getattr(fn, "_saved_dim", None) == 0:
+        index = fn._saved_index.tolist()
+        fn = fn.next_functions[0][0]
+        if fn is None:
+            return None
+    if type(fn).__name__ != "StackBackward0" or getattr(fn, "_saved_dim", None) not in (0, -1):
         return None
-    return [GradientEdge(node, nr) if node is not None else None for node, nr in fn.next_functions]
+    edges = [GradientEdge(node, nr) if node is not None else None for node, nr in fn.next_functions]
+    if index is not None:
+        if any(not 0 <= k < len(edges) for k in index):
+            return None
+        edges = [edges[k] for k in index]
+    return edges if len(edges) == len(losses) else None
