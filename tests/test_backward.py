@@ -492,3 +492,16 @@ def test_stacked_constant_loss_has_zero_gradient():
     res = mtl.backward(torch.stack([(w**2).sum(), torch.tensor(3.0)]))
     torch.testing.assert_close(res.gramian, torch.tensor([[20.0, 0.0], [0.0, 0.0]]))
     torch.testing.assert_close(w.grad, torch.tensor([2.0, 4.0]))
+
+
+def test_stacked_losses_without_edge_support_take_the_entry_by_entry_path(monkeypatch):
+    """A torch whose autograd.grad does not take GradientEdge outputs: same gradients."""
+    import gradsurgery.engines.shared_input as shared_input
+
+    w = nn.Parameter(torch.tensor([1.0, 2.0]))
+    losses = torch.stack([(w**2).sum(), (3 * w).sum()])
+    assert shared_input.stacked_loss_edges(losses) is not None
+    monkeypatch.setattr(shared_input, "_edges_supported", lambda: False)
+    assert shared_input.stacked_loss_edges(losses) is None
+    grads = shared_input.SharedInputJacobian([w])(losses)
+    torch.testing.assert_close(grads.jacobian.blocks[0], torch.tensor([[2.0, 4.0], [3.0, 3.0]]))

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -107,7 +108,7 @@ def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:
     constant), also through an ``index_select`` of the stack (``present=``); None when
     ``losses`` was not made that way."""
     fn = losses.grad_fn
-    if fn is None or losses.dim() != 1:
+    if fn is None or losses.dim() != 1 or not _edges_supported():
         return None
     index = None
     if type(fn).__name__ == "IndexSelectBackward0" and getattr(fn, "_saved_dim", None) == 0:
@@ -123,3 +124,15 @@ def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:
             return None
         edges = [edges[k] for k in index]
     return edges if len(edges) == len(losses) else None
+
+
+@functools.cache
+def _edges_supported() -> bool:
+    """Whether this torch's ``autograd.grad`` takes GradientEdge outputs (checked once)."""
+    try:
+        x = torch.ones((), requires_grad=True)
+        node, nr = torch.stack([x * 2.0]).grad_fn.next_functions[0]  # type: ignore[union-attr]
+        (g,) = torch.autograd.grad([GradientEdge(node, nr)], [x], grad_outputs=[torch.ones(())])
+        return bool(g == 2.0)
+    except (TypeError, RuntimeError, AttributeError):
+        return False
