@@ -290,7 +290,7 @@ def _markdown(study: dict[str, Any]) -> str:
         f"# {study['suite']}: {', '.join(study['methods'])}",
         "",
         f"Preset `{preset.get('name')}` (reports `{report}`), {budget.get('steps', '?'):,} steps "
-        f"per task, {len(tasks)} tasks. Cells: mean ± std [95 % CI] over seeds, success in %.",
+        f"per task, {len(tasks)} tasks. Cells: mean ± std [Student-t 95 % CI] over seeds, success in %.",
     ]
     overrides = preset.get("overrides") or {}
     if any(overrides.get(k) for k in overrides):
