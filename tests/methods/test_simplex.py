@@ -139,10 +139,15 @@ def test_frank_wolfe_and_exact_agree(m, d, seed):
     j = _jacobian(m, d, seed)
     k = j @ j.T
     exact = min_norm_weights(k, "exact")
-    fw = frank_wolfe_min_norm(k, max_iter=2000, tol=0)
+    iters = 2000
+    fw = frank_wolfe_min_norm(k, max_iter=iters, tol=0)
     scale = float(k.diagonal().max())
-    # Frank–Wolfe converges sublinearly: compare the squared norms of the min-norm points.
-    assert float(fw @ k @ fw) == pytest.approx(float(exact @ k @ exact), abs=2e-4 * scale)
+    # Frank–Wolfe converges sublinearly, so compare the objectives f(w) = wᵀKw against its
+    # guarantee (Jaggi 2013, with line search): f(w_t) − f* ≤ 2 C_f / (t + 2), where
+    # C_f = 2 max_{s,w ∈ simplex} (s − w)ᵀK(s − w) ≤ 2 max_ij (e_i − e_j)ᵀK(e_i − e_j) ≤ 8 max_i K_ii.
+    # (A degenerate Gramian, m = 3 tasks in d = 2, was still 3.6e-4 max_i K_ii away at t = 2000.)
+    bound = 16 * scale / (iters + 2)
+    assert float(fw @ k @ fw) - float(exact @ k @ exact) <= bound
     assert float(exact @ k @ exact) <= float(fw @ k @ fw) + 1e-10 * scale
 
 
