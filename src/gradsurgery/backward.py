@@ -27,9 +27,15 @@ a nonzero gradient from two or more tasks is shared (with ``representation=``: a
 of the representation is shared).
 
 Errors. A NaN or infinite loss, or gradient, raises :class:`~gradsurgery.errors.NonFiniteError`
-naming the task and leaves ``.grad`` untouched (``check_finite=False`` turns the check, and its one
-host synchronisation per step, off: do that under a float16 ``GradScaler``, which must see the infs
-to skip the step).
+naming the task and leaves ``.grad`` untouched. That check costs one host synchronisation per
+step; ``check_finite="lazy"`` reads its result one step later instead (no synchronisation; the
+error then comes one step late, see :mod:`gradsurgery.finite`), and ``check_finite=False`` turns it
+off: do that under a float16 ``GradScaler``, which must see the infs to skip the step.
+
+Host synchronisations. With a task-balanced or task-sorted batch whose counts the caller knows
+(``layout=TaskBatch.balanced(m, n)``), a loss-weighting step and the gradient engines issue none
+(with ``check_finite="lazy"`` or ``False``); methods that solve a small problem on the Gramian read
+it on the host once per step (their docstrings say so).
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ from gradsurgery.engines.task_partitioned import (
     TaskPartitionedJacobian,
     check_per_sample,
 )
-from gradsurgery.errors import LossShapeError, NonFiniteError
+from gradsurgery.errors import LossShapeError
+from gradsurgery.finite import CheckFinite, FiniteCheck
 from gradsurgery.jacobian import TaskJacobian
 from gradsurgery.methods.base import Aggregation, Method, TaskStep
 from gradsurgery.methods.registry import create_method
@@ -98,7 +105,10 @@ class MultiTaskBackward:
         num_tasks: the number of tasks (required for :meth:`backward_partitioned`; otherwise taken
             from the first loss vector).
         task_names: names used in error messages and diagnostics.
-        check_finite: raise :class:`NonFiniteError` on a NaN/inf loss or gradient.
+        check_finite: raise :class:`~gradsurgery.errors.NonFiniteError` on a NaN/inf loss or
+            gradient: ``True`` (before ``.grad`` is written; one host sync per step),
+            ``"lazy"`` (read one step later, no sync; call :meth:`flush` after the last step) or
+            ``False``.
         monitor: a :class:`~gradsurgery.diagnostics.monitor.TriadMonitor` that records the
             tragic-triad statistics on its steps (``every``): on those steps even ``"sum"``
             computes per-task gradients (the same update, summed in another order).
@@ -123,7 +133,7 @@ class MultiTaskBackward:
         shared: ParamsLike | None = None,
         num_tasks: int | None = None,
         task_names: Sequence[str] | None = None,
-        check_finite: bool = True,
+        check_finite: CheckFinite = True,
         monitor: TriadMonitor | None = None,
         strategy: Strategy = "auto",
         **method_kwargs: Any,
@@ -154,7 +164,7 @@ class MultiTaskBackward:
         self.task_names = list(task_names) if task_names is not None else None
         if self.num_tasks is not None:
             self.method.bind(self.num_tasks, self.params[0].device)
-        self.check_finite = check_finite
+        self._finite = FiniteCheck(check_finite, self._task_label)
         self.monitor = monitor
         self.strategy: Strategy = strategy
         self._partitioned: TaskPartitionedJacobian | None = None
@@ -217,14 +227,23 @@ class MultiTaskBackward:
         return self._apply(grads, representation=representation)
 
     def backward_partitioned(
-        self, loss_fn: Callable[..., Tensor], *batch: Tensor, task_ids: Tensor
+        self,
+        loss_fn: Callable[..., Tensor],
+        *batch: Tensor,
+        task_ids: Tensor | None = None,
+        layout: TaskBatch | None = None,
     ) -> StepResult:
         """Use for a task-partitioned batch: ``L_i`` is the mean loss over task ``i``'s samples.
 
         Args:
             loss_fn: ``loss_fn(module, *batch) -> (n,)`` one loss per sample.
             *batch: tensors with the sample dimension first.
-            task_ids: ``(n,)`` integer task id of each sample, in ``[0, num_tasks)``.
+            task_ids: ``(n,)`` integer task id of each sample, in ``[0, num_tasks)``, any order.
+                Grouping them reads the counts per task on the host (one host synchronisation).
+            layout: instead of ``task_ids``, the batch's layout when the caller knows it: a
+                :class:`~gradsurgery.engines.task_partitioned.TaskBatch` made once with
+                ``TaskBatch.balanced(num_tasks, per_task)`` or ``TaskBatch.contiguous(counts)``
+                (samples sorted by task) and passed every step: no host synchronisation.
         """
         if self.module is None:
             raise TypeError(
@@ -233,12 +252,11 @@ class MultiTaskBackward:
             )
         if self.num_tasks is None:
             raise ValueError("backward_partitioned needs num_tasks (task ids alone cannot tell it)")
-        params = self.params[0]
-        dtype = params.dtype if params.is_floating_point() else torch.float32
-        groups = TaskBatch(task_ids, self.num_tasks, dtype)
+        groups = self._layout(task_ids, layout)
+        groups.check_batch(batch)
         if not self.needs_task_gradients:
             per_sample = loss_fn(self.module, *batch)
-            check_per_sample(per_sample, task_ids.shape[0])
+            check_per_sample(per_sample, groups.n)
             return self._backward_weighted_sum(groups.segment_means(per_sample), groups.tasks)
         if self._partitioned is None:
             self._partitioned = TaskPartitionedJacobian(self.module, self.strategy)
@@ -246,6 +264,11 @@ class MultiTaskBackward:
                 raise RuntimeError("internal: module parameters changed since construction")
         grads = self._partitioned(loss_fn, batch, groups, self.num_tasks)
         return self._apply(grads, representation=None)
+
+    def flush(self) -> None:
+        """Finish the checks still pending under ``check_finite="lazy"`` (raising
+        :class:`~gradsurgery.errors.NonFiniteError` if one failed); a no-op otherwise."""
+        self._finite.flush()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -283,26 +306,24 @@ class MultiTaskBackward:
             return f"task {self.task_names[task]!r} (index {task})"
         return f"task {task}"
 
+    def _layout(self, task_ids: Tensor | None, layout: TaskBatch | None) -> TaskBatch:
+        assert self.num_tasks is not None
+        if (task_ids is None) == (layout is None):
+            raise TypeError("backward_partitioned takes exactly one of task_ids= and layout=")
+        if layout is None:
+            assert task_ids is not None
+            param = self.params[0]
+            dtype = param.dtype if param.is_floating_point() else torch.float32
+            return TaskBatch(task_ids, self.num_tasks, dtype)
+        if not isinstance(layout, TaskBatch):
+            raise TypeError(f"layout must be a TaskBatch, got {type(layout).__name__}")
+        if layout.num_tasks != self.num_tasks:
+            raise ValueError(f"the layout has {layout.num_tasks} tasks, not {self.num_tasks}")
+        return layout
+
     def _check(self, losses: Tensor, tasks: Tensor, grad_sq_norms: Sequence[Tensor]) -> None:
         """Raise NonFiniteError naming the first task with a NaN/inf loss or gradient."""
-        if not self.check_finite:
-            return
-        checks = [losses.detach(), *grad_sq_norms]
-        bad = torch.stack([~torch.isfinite(c.to(losses.device)) for c in checks])
-        if not bool(bad.any()):  # the one host synchronisation of the check
-            return
-        kinds = ["loss", *(["gradient"] * len(grad_sq_norms))]
-        bad_cpu = bad.cpu()
-        for row, kind in enumerate(kinds):
-            hits = bad_cpu[row].nonzero().flatten()
-            if hits.numel():
-                k = int(hits[0])
-                task = int(tasks[k])
-                value = float(checks[row][k]) if kind == "loss" else None
-                detail = f" ({value})" if value is not None else ""
-                raise NonFiniteError(
-                    f"{self._task_label(task)} has a non-finite {kind}{detail} at step {self.step}"
-                )
+        self._finite(self.step, losses, tasks, grad_sq_norms)
 
     def _backward_weighted_sum(self, losses: Tensor, tasks: Tensor) -> StepResult:
         """Loss-weighting methods: one backward pass of ``Σ_i w_i L_i``."""

@@ -73,24 +73,31 @@ class TaskJacobian:
         return self.blocks[0].device
 
     def gramian(self) -> Tensor:
-        """``K = J Jᵀ`` (``m × m``), accumulated block by block in :func:`gramian_dtype`."""
+        """``K = J Jᵀ`` (``m × m``), accumulated block by block in :func:`gramian_dtype`.
+
+        One matrix product per block and one symmetrization: ``P + 2`` kernels for ``P`` blocks.
+        """
         m = self.num_tasks
         out_dtype = gramian_dtype(self.dtype)
-        gram = torch.zeros(m, m, dtype=out_dtype, device=self.device)
+        gram: Tensor | None = None
         for b in self.blocks:
             flat = b.reshape(m, -1)
             if flat.dtype != out_dtype:
                 flat = flat.to(out_dtype)
-            gram.addmm_(flat, flat.T)
-        # Symmetrize: addmm of a matrix with its own transpose is symmetric in exact arithmetic only.
-        return (gram + gram.T) / 2
+            gram = flat @ flat.T if gram is None else gram.addmm_(flat, flat.T)
+        assert gram is not None
+        # Symmetrize: a product of a matrix with its own transpose is symmetric in exact
+        # arithmetic only.
+        return gram.add(gram.T).mul_(0.5)
 
     def combine(self, weights: Tensor) -> list[Tensor]:
-        """``wᵀ J`` split back into parameter-shaped tensors, in the blocks' dtype."""
+        """``wᵀ J`` split back into parameter-shaped tensors, in the blocks' dtype (one
+        matrix-vector product per block)."""
         if weights.shape != (self.num_tasks,):
             raise ValueError(f"expected {self.num_tasks} weights, got shape {tuple(weights.shape)}")
         w = weights.to(device=self.device, dtype=self.dtype)
-        return [torch.tensordot(w, b, dims=1) for b in self.blocks]
+        m = self.num_tasks
+        return [(w @ b.reshape(m, -1)).view(b.shape[1:]) for b in self.blocks]
 
     def matrix(self) -> Tensor:
         """The ``m × d`` Jacobian as one tensor (a copy); only for methods that need J itself."""

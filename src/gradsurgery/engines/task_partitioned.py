@@ -65,17 +65,37 @@ Strategy = Literal["auto", "vmap", "loop"]
 
 
 class TaskBatch:
-    """A batch grouped by task: index and weight tensors of shape ``(m, n_max)``.
+    """Which samples of a task-partitioned batch belong to which task: its *layout*.
+
+    Three ways to make one:
+
+    * ``TaskBatch(task_ids, num_tasks)``: group a batch of any order by its ``(n,)`` task ids.
+      The counts per task decide the shapes, so this reads them on the host: one host
+      synchronisation on an accelerator.
+    * :meth:`TaskBatch.contiguous` (``counts``): the batch holds task 0's samples first, then
+      task 1's, ..., with the counts known on the host (zeros for absent tasks). No host
+      synchronisation; build it once and pass it as ``layout=`` every step.
+    * :meth:`TaskBatch.balanced` (``num_tasks``, ``per_task``): the same with equal counts, as a
+      task-balanced replay sample. Its segments are plain views of the batch (no gather at all).
 
     Attributes:
+        num_tasks: ``M``, the number of tasks.
+        n: the batch size.
         tasks: ``(m,)`` present task indices, ascending.
         counts: ``(m,)`` number of samples of each present task.
+        n_max: the largest count (the segment length).
         index: ``(m, n_max)`` row ``k`` lists the batch positions of task ``tasks[k]``, padded by
-            repeating its last sample.
+            repeating its last sample; None when the batch is already in segment order
+            (:meth:`balanced`): then a segment is a view.
         weights: ``(m, n_max)`` ``1/count`` at real positions, 0 at padding.
+        task_ids: ``(n,)`` the task id of every sample.
     """
 
-    def __init__(self, task_ids: Tensor, num_tasks: int, dtype: torch.dtype) -> None:
+    index: Tensor | None
+
+    def __init__(
+        self, task_ids: Tensor, num_tasks: int, dtype: torch.dtype = torch.float32
+    ) -> None:
         if task_ids.dim() != 1:
             raise ValueError(f"task_ids must be a 1-D tensor, got shape {tuple(task_ids.shape)}")
         if task_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
@@ -84,37 +104,122 @@ class TaskBatch:
             raise ValueError("the batch is empty")
         task_ids = task_ids.long()
         counts_all = torch.bincount(task_ids.clamp_min(0), minlength=num_tasks)
-        # One host sync for validation and shapes: the counts plus the smallest id.
+        # The one host sync, for validation and shapes: the counts plus the smallest id.
         stats = torch.cat([counts_all, task_ids.min().view(1)]).tolist()
         low, counts_list = stats[-1], stats[:-1]
         if low < 0 or len(counts_list) > num_tasks:
             bad = low if low < 0 else len(counts_list) - 1
             raise ValueError(f"task_ids must lie in [0, {num_tasks}), got the id {bad}")
         device = task_ids.device
-        present = [t for t, c in enumerate(counts_list) if c > 0]
-        n_max = max(counts_list)
-        self.num_tasks = num_tasks
-        self.tasks = torch.tensor(present, device=device)
-        self.counts = counts_all[self.tasks]
-        self.n_max = n_max
+        present = [c > 0 for c in counts_list]
+        m = sum(present)
+        self._init_common(num_tasks, task_ids.shape[0], counts_list, device)
+        # The present tasks, ascending, found on the device (no host-to-device copy).
+        self.tasks = torch.argsort((counts_all == 0).to(torch.int8), stable=True)[:m]
+        self.counts = counts_all.index_select(0, self.tasks)
         order = torch.argsort(task_ids, stable=True)
-        starts = (torch.cumsum(counts_all, 0) - counts_all)[self.tasks]
-        r = torch.arange(n_max, device=device)
+        starts = (torch.cumsum(counts_all, 0) - counts_all).index_select(0, self.tasks)
+        r = torch.arange(self.n_max, device=device)
         offsets = torch.minimum(r.unsqueeze(0), (self.counts - 1).unsqueeze(1))
         self.index = order[starts.unsqueeze(1) + offsets]
         real = r.unsqueeze(0) < self.counts.unsqueeze(1)
         self.weights = real.to(dtype) / self.counts.unsqueeze(1).to(dtype)
         self.task_ids = task_ids
 
+    def _init_common(
+        self, num_tasks: int, n: int, counts_list: Sequence[int], device: torch.device
+    ) -> None:
+        self.num_tasks = num_tasks
+        self.n = n
+        self.present = [t for t, c in enumerate(counts_list) if c > 0]
+        self.counts_list = [c for c in counts_list if c > 0]
+        self.n_max = max(self.counts_list)
+        self.device = device
+
+    @classmethod
+    def contiguous(
+        cls,
+        counts: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> TaskBatch:
+        """The layout of a batch sorted by task: ``counts[t]`` samples of task ``t``, in order.
+
+        Everything is computed from the host-side ``counts`` (one transfer when the layout is
+        built, none when it is used).
+        """
+        counts = [int(c) for c in counts]
+        if not counts or any(c < 0 for c in counts) or sum(counts) == 0:
+            raise ValueError(f"counts must be non-negative with a positive sum, got {counts}")
+        self = cls.__new__(cls)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        self._init_common(len(counts), sum(counts), counts, device)
+        m = len(self.present)
+        balanced = m == len(counts) and len(set(self.counts_list)) == 1
+        n_max = self.n_max
+        starts = [sum(counts[:t]) for t in self.present]
+        if balanced:
+            index = None
+        else:
+            index = torch.tensor(
+                [
+                    [s + min(r, c - 1) for r in range(n_max)]
+                    for s, c in zip(starts, self.counts_list, strict=True)
+                ]
+            )
+        weights = torch.tensor(
+            [[1.0 / c if r < c else 0.0 for r in range(n_max)] for c in self.counts_list],
+            dtype=torch.float64,
+        ).to(dtype)
+        ids = torch.cat([torch.full((c,), t) for t, c in enumerate(counts) if c > 0])
+        self.tasks = torch.tensor(self.present).to(device)
+        self.counts = torch.tensor(self.counts_list).to(device)
+        self.index = index.to(device) if index is not None else None
+        self.weights = weights.to(device)
+        self.task_ids = ids.to(device)
+        return self
+
+    @classmethod
+    def balanced(
+        cls,
+        num_tasks: int,
+        per_task: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> TaskBatch:
+        """The layout of ``per_task`` samples of every task, task 0's first (a replay sample)."""
+        if num_tasks < 1 or per_task < 1:
+            raise ValueError(f"need num_tasks ≥ 1 and per_task ≥ 1, got {num_tasks}, {per_task}")
+        return cls.contiguous([per_task] * num_tasks, device=device, dtype=dtype)
+
     @property
     def m(self) -> int:
-        return self.tasks.shape[0]
+        return len(self.present)
+
+    def segments(self, t: Tensor) -> Tensor:
+        """``(m, n_max, ...)``: ``t``'s samples grouped by task (a view for a balanced layout)."""
+        if self.index is None:
+            return t.view(self.m, self.n_max, *t.shape[1:])
+        return t[self.index]
 
     def segment_means(self, per_sample: Tensor) -> Tensor:
         """``(m,)`` mean of ``per_sample`` over each present task's samples (differentiable)."""
+        if self.index is None:
+            return per_sample.view(self.m, self.n_max).mean(dim=1)
         sums = torch.zeros(self.num_tasks, dtype=per_sample.dtype, device=per_sample.device)
         sums = sums.index_add(0, self.task_ids, per_sample)
         return sums[self.tasks] / self.counts.to(per_sample.dtype)
+
+    def check_batch(self, batch: Sequence[Tensor]) -> None:
+        """Raise unless every tensor of ``batch`` has the layout's sample dimension first."""
+        for k, t in enumerate(batch):
+            if t.dim() == 0 or t.shape[0] != self.n:
+                raise ValueError(
+                    f"batch tensor {k} has shape {tuple(t.shape)}; every batch tensor must have "
+                    f"the sample dimension first, of size {self.n} (the number of task ids)"
+                )
 
 
 def group_by_task(
@@ -197,18 +302,12 @@ class TaskPartitionedJacobian:
             num_tasks: the number of tasks ``M`` (ids lie in ``[0, M)``).
         """
         batch = tuple(batch)
-        groups = task_ids if isinstance(task_ids, TaskBatch) else None
-        ids = groups.task_ids if groups is not None else task_ids
-        n = ids.shape[0] if isinstance(ids, Tensor) else -1
-        for k, t in enumerate(batch):
-            if t.dim() == 0 or t.shape[0] != n:
-                raise ValueError(
-                    f"batch tensor {k} has shape {tuple(t.shape)}; every batch tensor must have the "
-                    f"sample dimension first, of size len(task_ids) = {n}"
-                )
-        if groups is None:
+        if isinstance(task_ids, TaskBatch):
+            groups = task_ids
+        else:
             dtype = self.params[0].dtype if self.params[0].is_floating_point() else torch.float32
             groups = TaskBatch(task_ids, num_tasks, dtype)
+        groups.check_batch(batch)
         if self.strategy == "loop":
             return self._loop(loss_fn, batch, groups)
         try:
@@ -233,7 +332,7 @@ class TaskPartitionedJacobian:
             check_per_sample(per_sample, n_max)
             return (per_sample * weights.to(per_sample.dtype)).sum()
 
-        segments = [t[groups.index] for t in batch]
+        segments = [groups.segments(t) for t in batch]
         in_dims = (None, 0, *([0] * len(segments)))
         grads, losses = vmap(grad_and_value(segment_loss), in_dims=in_dims, randomness="different")(
             params, groups.weights, *segments
@@ -246,7 +345,7 @@ class TaskPartitionedJacobian:
         self, loss_fn: PerSampleLossFn, batch: tuple[Tensor, ...], groups: TaskBatch
     ) -> PerTaskGradients:
         per_sample = loss_fn(self.module, *batch)
-        check_per_sample(per_sample, groups.task_ids.shape[0])
+        check_per_sample(per_sample, groups.n)
         losses = groups.segment_means(per_sample)
         return SharedInputJacobian(self.params)(losses, groups.tasks)
 

@@ -28,9 +28,18 @@ Choices the paper leaves open, and ours:
 * Ablations of §5.2: ``variant="direction"`` keeps PCGrad's direction with the original update's
   norm ``‖Σ_i g_i‖``; ``variant="magnitude"`` keeps the original direction ``Σ_i g_i`` with PCGrad's
   norm. Both norms come from the Gramian: ``‖wᵀ J‖² = wᵀ K w``.
-* The random orders come from the method's own generators, one per device so that the draw happens
-  where the Gramian lives (seeded by ``seed``, or from torch's global RNG when ``seed`` is None);
-  their state is part of ``state_dict``.
+* The random orders come from the method's own generators (seeded by ``seed``, or from torch's
+  global RNG when ``seed`` is None): the CPU one when the weights are computed on the host, one
+  per device otherwise, so that the draw happens where the Gramian lives; their state is part of
+  ``state_dict``.
+
+Where it runs (``placement``, :mod:`gradsurgery.methods.host`). The lock-step loop is ``m − 1``
+iterations of a handful of tiny ops: on an accelerator that is ``O(m)`` kernel launches (about 10
+per iteration), so by default the weights are computed on the host in float64 NumPy (one
+device-to-host copy of the ``m × m`` Gramian, which is the step's one host synchronisation, and a
+non-blocking copy of the ``m`` weights back; 0.07 ms at ``m = 10`` and 0.45 ms at ``m = 50`` on a
+2-core CPU). ``placement="device"`` keeps it on the device (no synchronisation; the path taken
+automatically while a CUDA graph is captured or ``torch.compile`` traces).
 
 Example (the two-task case by hand: g1 = (1, 0), g2 = (-1, 1) conflict, g1·g2 = -1):
     >>> import torch
@@ -46,14 +55,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
 from gradsurgery.methods.generators import DeviceGenerators
+from gradsurgery.methods.host import Placement, check_placement, from_host, on_host, solve_on_host
 from gradsurgery.methods.registry import register
 
-__all__ = ["PCGrad", "pcgrad_coefficients", "random_partner_orders"]
+__all__ = ["PCGrad", "pcgrad_coefficients", "pcgrad_coefficients_numpy", "random_partner_orders"]
 
 Reduction = Literal["sum", "mean"]
 Variant = Literal["full", "direction", "magnitude"]
@@ -92,6 +103,25 @@ def pcgrad_coefficients(gramian: Tensor, orders: Tensor) -> Tensor:
     return coef
 
 
+def pcgrad_coefficients_numpy(gramian: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """:func:`pcgrad_coefficients` in NumPy (same lock-step algorithm, same arguments), for the
+    host: four NumPy calls per step of the ``m − 1`` steps."""
+    m = gramian.shape[0]
+    coef = np.eye(m, dtype=gramian.dtype)
+    if m < 2:
+        return coef
+    rows = np.arange(m)
+    partner_rows = gramian[orders]  # (m, m-1, m): the row of K of each task's s-th partner
+    sq_norms = np.maximum(np.diagonal(gramian), np.finfo(gramian.dtype).tiny)
+    inv_sq = 1.0 / sq_norms[orders]
+    for s in range(m - 1):
+        dots = np.einsum("ij,ij->i", coef, partner_rows[:, s])  # g_i^PC · g_{partner(i)}
+        np.minimum(dots, 0.0, out=dots)  # only conflicts are projected
+        dots *= inv_sq[:, s]
+        coef[rows, orders[:, s]] -= dots
+    return coef
+
+
 @register(
     "pcgrad",
     paper="Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
@@ -104,10 +134,16 @@ class PCGrad(GramianWeighting):
         reduction: ``"sum"`` (the paper) or ``"mean"`` of the projected gradients.
         variant: ``"full"`` PCGrad, or the §5.2 ablations ``"direction"`` / ``"magnitude"``.
         seed: seed of the generator that draws the random orders (None: drawn from torch's RNG).
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see the module
+            docstring).
     """
 
     def __init__(
-        self, reduction: Reduction = "sum", variant: Variant = "full", seed: int | None = None
+        self,
+        reduction: Reduction = "sum",
+        variant: Variant = "full",
+        seed: int | None = None,
+        placement: Placement = "auto",
     ) -> None:
         super().__init__()
         if reduction not in ("sum", "mean"):
@@ -117,12 +153,24 @@ class PCGrad(GramianWeighting):
         self.reduction = reduction
         self.variant = variant
         self.generators = DeviceGenerators(seed)
+        self.placement = check_placement(placement)
 
     def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
         m = gramian.shape[0]
+        if on_host(self.placement, gramian):
+            return from_host(solve_on_host(self._host_weights, gramian), gramian)
         device = gramian.device
         orders = random_partner_orders(m, self.generators.get(device), device)
-        w = pcgrad_coefficients(gramian, orders).sum(dim=0)
+        return self._reduce(gramian, pcgrad_coefficients(gramian, orders).sum(dim=0))
+
+    def _host_weights(self, gramian: Tensor) -> Tensor:
+        orders = random_partner_orders(gramian.shape[0], self.generators.get("cpu"))
+        coef = pcgrad_coefficients_numpy(gramian.numpy(), orders.numpy())
+        return self._reduce(gramian, torch.from_numpy(coef.sum(axis=0)))
+
+    def _reduce(self, gramian: Tensor, w: Tensor) -> Tensor:
+        """Apply the reduction and the §5.2 variant to the summed coefficients ``w``."""
+        m = gramian.shape[0]
         base = torch.ones_like(w)
         if self.reduction == "mean":
             w, base = w / m, base / m
