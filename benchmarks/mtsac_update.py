@@ -1,10 +1,13 @@
-"""Time per multi-task SAC update: unitary scalarization, gradsurgery's PCGrad, textbook PCGrad.
+r"""Time per multi-task SAC update: unitary scalarization, gradsurgery's PCGrad, textbook PCGrad.
 
 One update (:meth:`gradsurgery.rl.MTSAC.update`) is a gradient step on the twin critics, the actor
 and the temperature plus the soft target update: everything a training step does except sampling
 and acting. Contenders, each an ``MTSAC`` agent with the same initial weights updating on the same
 fixed batch:
 
+* ``raw``: the same agent with each of its ``MultiTaskBackward``\ s replaced by a plain
+  ``losses.sum().backward()`` of the per-task mean losses: what a hand-written MT-SAC update does
+  (the baseline of the ``× raw`` ratios);
 * ``unitary``: ``method="sum"`` — one backward pass of ``Σ_i L_i`` per loss;
 * ``pcgrad (ours, vmap)``: ``method="pcgrad"``, ``strategy="vmap"`` — all ``m`` per-task gradients of
   each loss from one vectorized backward over task segments, PCGrad on the ``m × m`` Gramian;
@@ -18,9 +21,11 @@ Meta-World's 39-d observations (+ the m-d one-hot inside the networks), 4-d acti
 twin critics, 128 transitions per task.
 
 Protocol: after warm-up, rounds of one update per contender in a fresh random order (machine noise
-hits all alike); per contender the median and inter-quartile range over rounds, and the ratio to
-unitary computed *within each round*, summarized the same way. The machine's load average is
-recorded before and after: on a shared machine absolute times move a lot, ratios less.
+hits all alike); per contender the median and inter-quartile range over rounds, and the ratios to
+unitary and to raw computed *within each round*, summarized the same way. Beside the times, the
+cost proxies of one update (:func:`gradsurgery.profiling.count_ops`): aten ops, kernel launches,
+host syncs. The machine's load average is recorded before and after: on a shared machine absolute
+times move a lot, ratios less.
 
 Usage::
 
@@ -37,31 +42,27 @@ import argparse
 import json
 import os
 import platform
-import random
-import statistics
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from harness import Contender, count_step, summarize, time_in_rounds
 from textbook_pcgrad import TextbookPCGrad
+from torch import Tensor, nn
 
 import gradsurgery
 from gradsurgery.backward import StepResult
 from gradsurgery.engines.task_partitioned import TaskBatch
 from gradsurgery.rl import MTSAC, SACBatch, SACConfig
 
+RAW = "raw (plain backward)"
 UNITARY = "unitary"
 OURS = "pcgrad (ours, vmap)"
 TEXTBOOK = "pcgrad (textbook, m backward)"
-TARGETS = {10: 1.25, 50: 1.5}
+#: the speed issue's targets for ours / unitary: published sizes on a GPU, -cpu sizes on a CPU
+TARGETS = {"published": {10: 1.2, 50: 1.4}, "cpu": {10: 1.25, 50: 1.25}}
 
 
 @dataclass
@@ -79,29 +80,55 @@ class Settings:
         return cls(hidden=(32, 32), batch_per_task=8, sizes=(3, 5), rounds=3, warmup=1)
 
 
-class TextbookBackward:
-    """Stands in for an agent component's ``MultiTaskBackward``: per-task losses of the
-    task-partitioned batch, then textbook PCGrad's ``m`` backward passes (shared parameters
-    projected, the rest summed)."""
+class _StandIn:
+    """Stands in for an agent component's ``MultiTaskBackward``: takes the same call, computes the
+    per-task mean losses of the task-partitioned batch, and leaves the backward to
+    :meth:`backward_losses`."""
 
     needs_task_gradients = True
 
-    def __init__(self, module: nn.Module, num_tasks: int, seed: int = 0) -> None:
+    def __init__(self, module: nn.Module, num_tasks: int) -> None:
         self.module = module
         self.num_tasks = num_tasks
+
+    def backward_partitioned(
+        self,
+        loss_fn: Callable[..., Tensor],
+        *batch: Tensor,
+        task_ids: Tensor | None = None,
+        layout: TaskBatch | None = None,
+    ) -> StepResult:
+        per_sample = loss_fn(self.module, *batch)
+        groups = layout if layout is not None else TaskBatch(task_ids, self.num_tasks)  # type: ignore[arg-type]
+        losses = groups.segment_means(per_sample)
+        self.backward_losses(losses)
+        return StepResult(losses.detach(), groups.tasks, None, torch.ones_like(losses), None, False)
+
+    def backward_losses(self, losses: Tensor) -> None:
+        raise NotImplementedError
+
+
+class RawBackward(_StandIn):
+    """The plain ``Σ_i L_i`` backward a hand-written MT-SAC update does."""
+
+    needs_task_gradients = False
+
+    def backward_losses(self, losses: Tensor) -> None:
+        losses.sum().backward()
+
+
+class TextbookBackward(_StandIn):
+    """Textbook PCGrad's ``m`` backward passes (shared parameters projected, the rest summed)."""
+
+    def __init__(self, module: nn.Module, num_tasks: int, seed: int = 0) -> None:
+        super().__init__(module, num_tasks)
         shared = list(module.shared_parameters())  # type: ignore[operator]
         self.pcgrad = TextbookPCGrad(
             list(module.parameters()), reduction="sum", seed=seed, shared=shared
         )
 
-    def backward_partitioned(
-        self, loss_fn: Callable[..., Tensor], *batch: Tensor, task_ids: Tensor
-    ) -> StepResult:
-        per_sample = loss_fn(self.module, *batch)
-        groups = TaskBatch(task_ids, self.num_tasks, per_sample.dtype)
-        losses = groups.segment_means(per_sample)
+    def backward_losses(self, losses: Tensor) -> None:
         self.pcgrad.backward(list(losses.unbind()))
-        return StepResult(losses.detach(), groups.tasks, None, torch.ones_like(losses), None, False)
 
 
 def make_agents(m: int, s: Settings, device: str) -> tuple[dict[str, MTSAC], SACBatch]:
@@ -109,6 +136,7 @@ def make_agents(m: int, s: Settings, device: str) -> tuple[dict[str, MTSAC], SAC
         hidden_sizes=s.hidden, batch_size_per_task=s.batch_per_task, seed=0, device=device
     )
     agents = {
+        RAW: MTSAC(base.replace(method="sum"), s.obs_dim, s.action_dim, m),
         UNITARY: MTSAC(base.replace(method="sum"), s.obs_dim, s.action_dim, m),
         OURS: MTSAC(
             base.replace(method="pcgrad", method_kwargs={"seed": 0}, strategy="vmap"),
@@ -118,9 +146,10 @@ def make_agents(m: int, s: Settings, device: str) -> tuple[dict[str, MTSAC], SAC
         ),
         TEXTBOOK: MTSAC(base.replace(method="sum"), s.obs_dim, s.action_dim, m),
     }
-    tb = agents[TEXTBOOK]
-    tb.backward["critic"] = TextbookBackward(tb.critic, m)  # type: ignore[assignment]
-    tb.backward["actor"] = TextbookBackward(tb.actor, m)  # type: ignore[assignment]
+    for name, stand_in in ((RAW, RawBackward), (TEXTBOOK, TextbookBackward)):
+        agent = agents[name]
+        for key, module in (("critic", agent.critic), ("actor", agent.actor)):
+            agent.backward[key] = stand_in(module, m)  # type: ignore[assignment]
     replay = agents[UNITARY].make_replay(4 * s.batch_per_task)
     g = torch.Generator().manual_seed(0)
     for _ in range(4 * s.batch_per_task):
@@ -136,48 +165,39 @@ def make_agents(m: int, s: Settings, device: str) -> tuple[dict[str, MTSAC], SAC
     return agents, batch
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def summarize(values: Sequence[float]) -> dict[str, float]:
-    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
-    return {"median": statistics.median(values), "q25": q[0], "q75": q[2], "iqr": q[2] - q[0]}
-
-
-def run_size(m: int, s: Settings, device: str, rng: random.Random) -> dict[str, Any]:
+def run_size(m: int, s: Settings, device: str, seed: int) -> dict[str, Any]:
     agents, batch = make_agents(m, s, device)
     batch = batch.to(device)
-    for _ in range(s.warmup):
-        for agent in agents.values():
-            agent.update(batch)
-    _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in agents}
+    contenders = [
+        Contender(name, lambda agent=agent: agent.update(batch)) for name, agent in agents.items()
+    ]
     rounds = s.rounds if m <= 10 else max(3, s.rounds // 2)
-    for _ in range(rounds):
-        order = list(agents)
-        rng.shuffle(order)
-        for name in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            agents[name].update(batch)
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+    times = time_in_rounds(contenders, s.warmup, rounds, device, seed)
     result: dict[str, Any] = {"num_tasks": m, "rounds": rounds, "contenders": {}}
-    for name, ts in times.items():
-        ratios = [t / u for t, u in zip(ts, times[UNITARY], strict=True)]
-        result["contenders"][name] = {
+    raw_counts = None
+    for c in contenders:
+        ts = times[c.name]
+        counts = count_step(c)
+        raw_counts = counts if c.name == RAW else raw_counts
+        result["contenders"][c.name] = {
             "seconds": summarize(ts),
-            "ratio_to_unitary": summarize(ratios),
+            "ratio_to_unitary": summarize([t / u for t, u in zip(ts, times[UNITARY], strict=True)]),
+            "ratio_to_raw": summarize([t / u for t, u in zip(ts, times[RAW], strict=True)]),
             "raw_seconds": ts,
+            "counts": counts,
         }
-    # the issue's targets are for the published sizes (3×400 networks, 128 transitions per task)
+    assert raw_counts is not None
+    for c in result["contenders"].values():
+        c["ops_ratio_to_raw"] = c["counts"]["ops"] / raw_counts["ops"]
+        c["launches_ratio_to_raw"] = c["counts"]["launches"] / raw_counts["launches"]
     published = (s.hidden, s.batch_per_task) == (Settings.hidden, Settings.batch_per_task)
-    target = TARGETS.get(m) if published else None
+    cpu_sizes = (s.hidden, s.batch_per_task) == ((256, 256), 32)
+    kind = "published" if published else ("cpu" if cpu_sizes else None)
+    target = TARGETS[kind].get(m) if kind is not None else None
     if target is not None:
         ours = result["contenders"][OURS]["ratio_to_unitary"]["median"]
         result["target_ratio"] = target
+        result["target_sizes"] = kind
         result["meets_target"] = ours <= target
     return result
 
@@ -208,21 +228,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s.batch_per_task = args.batch_per_task
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    rng = random.Random(0)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     sizes = []
     for m in s.sizes:
-        res = run_size(m, s, args.device, rng)
+        res = run_size(m, s, args.device, seed=m)
         sizes.append(res)
-        print(f"m = {m} ({res['rounds']} rounds):")
+        print(f"m = {m} ({res['rounds']} rounds; ratios are medians of per-round ratios):")
+        print(
+            f"  {'contender':32s} {'ms':>9} {'IQR':>8} {'× unitary':>10} {'× raw':>7} "
+            f"{'ops':>6} {'×raw':>5} {'launch':>6} {'×raw':>5} {'syncs':>5}"
+        )
         for name, c in res["contenders"].items():
-            sec, ratio = c["seconds"], c["ratio_to_unitary"]
+            sec, k = c["seconds"], c["counts"]
             print(
-                f"  {name:32s} {sec['median'] * 1e3:9.1f} ms  (IQR {sec['iqr'] * 1e3:7.1f})"
-                f"   × unitary {ratio['median']:5.2f}  (IQR {ratio['q25']:.2f}–{ratio['q75']:.2f})"
+                f"  {name:32s} {sec['median'] * 1e3:9.1f} {sec['iqr'] * 1e3:8.1f} "
+                f"{c['ratio_to_unitary']['median']:10.2f} {c['ratio_to_raw']['median']:7.2f} "
+                f"{k['ops']:>6} {c['ops_ratio_to_raw']:5.2f} {k['launches']:>6} "
+                f"{c['launches_ratio_to_raw']:5.2f} {k['syncs']:>5}"
             )
+        for name, c in res["contenders"].items():
+            if c["counts"]["sync_events"]:
+                print(f"  syncs of {name}: {', '.join(c['counts']['sync_events'])}")
         if "target_ratio" in res:
-            print(f"  target for ours: ≤ {res['target_ratio']}×  met: {res['meets_target']}")
+            print(
+                f"  target for ours at the {res['target_sizes']} sizes: ≤ {res['target_ratio']}× "
+                f"unitary; met: {res['meets_target']}"
+            )
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = {
         "benchmark": "mtsac_update",

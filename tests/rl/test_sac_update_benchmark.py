@@ -58,7 +58,7 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["sizes"][0]["num_tasks"] == 3 == result["sizes"][0]["num_tasks"]
     contenders = data["sizes"][0]["contenders"]
-    assert set(contenders) == {bench.UNITARY, bench.OURS, bench.TEXTBOOK}
+    assert set(contenders) == {bench.RAW, bench.UNITARY, bench.OURS, bench.TEXTBOOK}
     assert contenders[bench.UNITARY]["ratio_to_unitary"]["median"] == pytest.approx(1.0)
     assert all(len(c["raw_seconds"]) == 2 for c in contenders.values())
     assert data["load_average_before"] is not None

@@ -229,16 +229,56 @@ def group_by_task(
     return TaskBatch(task_ids, num_tasks, dtype)
 
 
+class _ParameterSwap:
+    """Puts given tensors in place of a module's trainable parameters while ``loss_fn`` runs.
+
+    What ``torch.func.functional_call`` does, without its per-call walk over the module tree:
+    the slots (every submodule attribute that holds one of the parameters, tied ones included)
+    are found once, and a call only assigns and restores them. Modules whose parameters are
+    produced by ``torch.nn.utils.parametrize`` are left to ``functional_call``.
+    """
+
+    def __init__(self, module: nn.Module, params: Sequence[Tensor]) -> None:
+        self.module = module
+        index = {id(p): k for k, p in enumerate(params)}
+        self.slots: list[tuple[dict[str, Tensor | None], str, int]] = []
+        self.plain = True
+        for sub in module.modules():
+            if hasattr(sub, "parametrizations"):
+                self.plain = False
+            for name, p in sub._parameters.items():
+                if p is not None and id(p) in index:
+                    self.slots.append((sub._parameters, name, index[id(p)]))
+        self.names = [n for n, p in module.named_parameters() if p.requires_grad]
+
+    def __call__(
+        self, loss_fn: PerSampleLossFn, tensors: Sequence[Tensor], batch: Sequence[Tensor]
+    ) -> Tensor:
+        if not self.plain:
+            return functional_call(
+                _LossModule(self.module, loss_fn),
+                dict(zip(self.names, tensors, strict=True)),
+                tuple(batch),
+            )
+        saved = [(table, name, table[name]) for table, name, _ in self.slots]
+        try:
+            for table, name, k in self.slots:
+                table[name] = tensors[k]
+            return loss_fn(self.module, *batch)
+        finally:
+            for table, name, original in saved:
+                table[name] = original
+
+
 class _LossModule(nn.Module):
     """Holds the user's module so that ``functional_call`` swaps its parameters inside ``loss_fn``."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, loss_fn: PerSampleLossFn) -> None:
         super().__init__()
         self.model = module
-        self.loss_fn: PerSampleLossFn | None = None
+        self.loss_fn = loss_fn
 
     def forward(self, *batch: Tensor) -> Tensor:
-        assert self.loss_fn is not None
         return self.loss_fn(self.model, *batch)
 
 
@@ -263,10 +303,10 @@ class TaskPartitionedJacobian:
         if strategy not in ("auto", "vmap", "loop"):
             raise ValueError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}")
         self.module = module
-        self._wrapper = _LossModule(module)
         self.named_params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not self.named_params:
             raise ValueError("the module has no trainable parameters")
+        self._swap = _ParameterSwap(module, self.params)
         self.strategy: Strategy = strategy
         reason = _vmap_obstacle(module)
         if reason is not None and strategy != "loop":
@@ -323,12 +363,12 @@ class TaskPartitionedJacobian:
     def _vmap(
         self, loss_fn: PerSampleLossFn, batch: tuple[Tensor, ...], groups: TaskBatch
     ) -> PerTaskGradients:
-        self._wrapper.loss_fn = loss_fn
-        params = {"model." + n: p.detach() for n, p in self.named_params}
+        params = tuple(p.detach() for p in self.params)
         n_max = groups.n_max
+        swap = self._swap
 
-        def segment_loss(params: dict[str, Tensor], weights: Tensor, *segment: Tensor) -> Tensor:
-            per_sample = functional_call(self._wrapper, params, segment)
+        def segment_loss(params: tuple[Tensor, ...], weights: Tensor, *segment: Tensor) -> Tensor:
+            per_sample = swap(loss_fn, params, segment)
             check_per_sample(per_sample, n_max)
             return (per_sample * weights.to(per_sample.dtype)).sum()
 
@@ -337,9 +377,7 @@ class TaskPartitionedJacobian:
         grads, losses = vmap(grad_and_value(segment_loss), in_dims=in_dims, randomness="different")(
             params, groups.weights, *segments
         )
-        self._wrapper.loss_fn = None
-        blocks = [grads["model." + n] for n, _ in self.named_params]
-        return PerTaskGradients(losses.detach(), groups.tasks, TaskJacobian(blocks))
+        return PerTaskGradients(losses.detach(), groups.tasks, TaskJacobian(list(grads)))
 
     def _loop(
         self, loss_fn: PerSampleLossFn, batch: tuple[Tensor, ...], groups: TaskBatch

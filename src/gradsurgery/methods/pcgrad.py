@@ -164,18 +164,23 @@ class PCGrad(GramianWeighting):
         return self._reduce(gramian, pcgrad_coefficients(gramian, orders).sum(dim=0))
 
     def _host_weights(self, gramian: Tensor) -> Tensor:
-        orders = random_partner_orders(gramian.shape[0], self.generators.get("cpu"))
-        coef = pcgrad_coefficients_numpy(gramian.numpy(), orders.numpy())
+        m = gramian.shape[0]
+        # The same draw as random_partner_orders (the same generator stream), sorted by NumPy:
+        # the keys are continuous, so the permutations are the same.
+        keys = torch.rand(m, m, generator=self.generators.get("cpu")).numpy()
+        np.fill_diagonal(keys, 2.0)
+        orders = np.argsort(keys, axis=1)[:, : m - 1]
+        coef = pcgrad_coefficients_numpy(gramian.numpy(), orders)
         return self._reduce(gramian, torch.from_numpy(coef.sum(axis=0)))
 
     def _reduce(self, gramian: Tensor, w: Tensor) -> Tensor:
         """Apply the reduction and the §5.2 variant to the summed coefficients ``w``."""
         m = gramian.shape[0]
-        base = torch.ones_like(w)
         if self.reduction == "mean":
-            w, base = w / m, base / m
+            w = w / m
         if self.variant == "full":
             return w
+        base = torch.full_like(w, 1.0 if self.reduction == "sum" else 1.0 / m)
         norm_pc = _norm_of_combination(gramian, w)
         norm_base = _norm_of_combination(gramian, base)
         tiny = torch.finfo(gramian.dtype).tiny

@@ -79,6 +79,12 @@ class SACConfig:
             soft modularization's code clips at 1).
         strategy: how ``MultiTaskBackward.backward_partitioned`` vectorizes (``"auto"``,
             ``"vmap"``, ``"loop"``).
+        check_finite: the NaN/inf check of each loss's task losses and gradients
+            (``MultiTaskBackward(check_finite=)``): ``"lazy"`` (default: read one update later,
+            no host synchronisation in the update), ``True`` (eager, one synchronisation per loss)
+            or ``False``.
+        fused_adam: the optimizers run as one fused kernel (``torch.optim.Adam(fused=True)``)
+            instead of several ops per parameter tensor; False: the default implementation.
         task_names: the tasks' names in task-id order (CARE looks up their description
             embeddings; also used in messages).
         log_per_task: add per-task entries (``alpha/3``, ``critic_loss/3``, ...) to
@@ -111,6 +117,8 @@ class SACConfig:
     log_std_bounds: tuple[float, float] = (-20.0, 2.0)
     max_grad_norm: float | None = None
     strategy: Literal["auto", "vmap", "loop"] = "auto"
+    check_finite: bool | Literal["lazy"] = "lazy"
+    fused_adam: bool = True
     task_names: tuple[str, ...] | None = None
     log_per_task: bool = False
     seed: int | None = None
@@ -155,6 +163,10 @@ class SACConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError("max_grad_norm must be positive (or None)")
+        if self.check_finite not in (True, False, "lazy"):
+            raise ValueError(
+                f"check_finite must be True, False or 'lazy', got {self.check_finite!r}"
+            )
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -58,6 +58,10 @@ class SACBatch:
         task_ids: ``(n,)`` long.
         reward_scale: ``(n,)`` the task's reward std σ at sampling time (None: unknown).
         reward_max: ``(n,)`` the task's largest reward so far (None: unknown).
+        per_task: when every task has exactly this many rows, in task order (as
+            :meth:`MultiTaskReplay.sample` makes them), so that the agent can use a fixed layout
+            (:meth:`TaskBatch.balanced <gradsurgery.engines.task_partitioned.TaskBatch.balanced>`)
+            instead of grouping the task ids (no host synchronisation); None: unknown.
     """
 
     obs: Tensor
@@ -68,6 +72,7 @@ class SACBatch:
     task_ids: Tensor
     reward_scale: Tensor | None = None
     reward_max: Tensor | None = None
+    per_task: int | None = None
 
     def __len__(self) -> int:
         return self.task_ids.shape[0]
@@ -219,6 +224,7 @@ class MultiTaskReplay:
             task_ids=task_ids,
             reward_scale=norm.std(task_ids).to(self.device, self.dtype),
             reward_max=norm.max(task_ids).to(self.device, self.dtype),
+            per_task=b,
         )
 
     # ------------------------------------------------------------------ sizes

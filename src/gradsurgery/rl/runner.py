@@ -71,6 +71,7 @@ from gradsurgery.rl.envs import (
 from gradsurgery.rl.evaluation import EvalSeries, evaluate, plot_learning_curves
 from gradsurgery.rl.gradient_diagnostics import UpdateDiagnostics, summarize_diagnostics
 from gradsurgery.rl.presets import ResolvedPreset, resolve_preset
+from gradsurgery.rl.update_metrics import MetricSums
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -233,20 +234,14 @@ class _Accumulator:
         self.reset()
 
     def reset(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self.updates = MetricSums()
         self.ep_return = np.zeros(self.num_tasks)
         self.ep_success = np.zeros(self.num_tasks)
         self.ep_count = np.zeros(self.num_tasks)
 
     def add_update(self, info: Mapping[str, Any]) -> None:
-        for k, v in info.items():
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                continue
-            self.sums[k] = self.sums.get(k, 0.0) + x
-            self.counts[k] = self.counts.get(k, 0) + 1
+        """Add an update's statistics (kept on the device until :meth:`row`)."""
+        self.updates.add(info)
 
     def add_episodes(self, mask: np.ndarray, returns: np.ndarray, success: np.ndarray) -> None:
         self.ep_return[mask] += returns[mask]
@@ -254,7 +249,8 @@ class _Accumulator:
         self.ep_count[mask] += 1
 
     def row(self, tasks: tuple[str, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {k: finite_or_none(self.sums[k] / self.counts[k]) for k in self.sums}
+        sums, counts = self.updates.sums_and_counts()
+        out: dict[str, Any] = {k: finite_or_none(sums[k] / counts[k]) for k in sums}
         seen = self.ep_count > 0
         if seen.any():
             out["train_return"] = finite_or_none(
@@ -265,17 +261,17 @@ class _Accumulator:
         return out
 
     def state(self) -> dict[str, Any]:
+        sums, counts = self.updates.sums_and_counts()
         return {
-            "sums": dict(self.sums),
-            "counts": dict(self.counts),
+            "sums": sums,
+            "counts": counts,
             "ep_return": self.ep_return.tolist(),
             "ep_success": self.ep_success.tolist(),
             "ep_count": self.ep_count.tolist(),
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
-        self.sums = {str(k): float(v) for k, v in state["sums"].items()}
-        self.counts = {str(k): int(v) for k, v in state["counts"].items()}
+        self.updates.load(state["sums"], state["counts"])
         self.ep_return = np.array(state["ep_return"], dtype=np.float64)
         self.ep_success = np.array(state["ep_success"], dtype=np.float64)
         self.ep_count = np.array(state["ep_count"], dtype=np.float64)

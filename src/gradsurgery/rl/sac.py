@@ -69,12 +69,14 @@ import torch
 from torch import Tensor, nn
 
 from gradsurgery.backward import MultiTaskBackward, StepResult
+from gradsurgery.engines.task_partitioned import TaskBatch
 from gradsurgery.models._layers import task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
 from gradsurgery.rl.config import SACConfig
 from gradsurgery.rl.networks import Actor, TwinCritic, build_actor, build_critic
 from gradsurgery.rl.replay import MultiTaskReplay, SACBatch
 from gradsurgery.rl.reward_normalization import RewardNormalizer
+from gradsurgery.rl.update_metrics import UpdateMetrics
 
 __all__ = ["MTSAC", "Temperature"]
 
@@ -183,6 +185,7 @@ class MTSAC:
                 num_tasks=num_tasks,
                 task_names=config.task_names,
                 strategy=config.strategy,
+                check_finite=config.check_finite,
                 **kwargs,
             )
             self.backward[name].method.to(self.device)
@@ -197,17 +200,21 @@ class MTSAC:
             return out
 
         lr, alpha_lr = config.lr, config.alpha_lr if config.alpha_lr is not None else config.lr
+        fused = {"fused": True} if config.fused_adam else {}
         self.actor_optimizer = torch.optim.Adam(
-            groups(self.actor, "actor", config.actor_weight_decay), lr=lr
+            groups(self.actor, "actor", config.actor_weight_decay), lr=lr, **fused
         )
-        self.critic_optimizer = torch.optim.Adam(groups(self.critic, "critic", 0.0), lr=lr)
-        self.alpha_optimizer = torch.optim.Adam(groups(self.temperature, "alpha", 0.0), lr=alpha_lr)
+        self.critic_optimizer = torch.optim.Adam(groups(self.critic, "critic", 0.0), lr=lr, **fused)
+        self.alpha_optimizer = torch.optim.Adam(
+            groups(self.temperature, "alpha", 0.0), lr=alpha_lr, **fused
+        )
 
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.act_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.num_updates = 0
         self.last_results: dict[str, StepResult] = {}
         self._stash: Tensor | None = None
+        self._layouts: dict[int, TaskBatch] = {}
 
     # ------------------------------------------------------------------ helpers
     def make_replay(self, capacity_per_task: int) -> MultiTaskReplay:
@@ -221,6 +228,18 @@ class MTSAC:
             dtype=self.dtype,
             reward_normalizer=self.reward_normalizer,
         )
+
+    def layout(self, batch: SACBatch) -> dict[str, Any]:
+        """How the batch is split by task, as ``backward_partitioned`` keywords: a fixed
+        balanced layout for a replay sample (no host synchronisation), else its task ids."""
+        b = batch.per_task
+        if b is None or b * self.num_tasks != len(batch):
+            return {"task_ids": batch.task_ids.to(self.device, torch.long)}
+        if b not in self._layouts:
+            self._layouts[b] = TaskBatch.balanced(
+                self.num_tasks, b, device=self.device, dtype=self.dtype
+            )
+        return {"layout": self._layouts[b]}
 
     @property
     def alphas(self) -> Tensor:
@@ -316,11 +335,15 @@ class MTSAC:
         return -w * temperature(task_ids).exp() * (log_pi + self.target_entropy)
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: SACBatch) -> dict[str, float]:
+    def update(self, batch: SACBatch) -> UpdateMetrics:
         """One step on the critics, the actor and the temperature, then the soft target update.
 
+        No host synchronisation (with a replay sample's batch and ``check_finite`` ``"lazy"`` or
+        ``False``): the statistics stay on the device until they are read.
+
         Returns:
-            floats: ``critic_loss``, ``actor_loss``, ``alpha_loss`` (each the objective ``Σ_i L_i``),
+            a mapping of floats, read from the device at the first look
+            (:class:`~gradsurgery.rl.update_metrics.UpdateMetrics`): ``critic_loss``, ``actor_loss``, ``alpha_loss`` (each the objective ``Σ_i L_i``),
             ``alpha`` (mean over tasks, after the step), ``entropy`` (``−mean log π``), ``target_q``
             (mean TD target), ``reward`` (mean reward as used, i.e. normalized); with
             ``log_per_task`` also ``alpha/i``, ``critic_loss/i``, ``actor_loss/i``.
@@ -345,6 +368,7 @@ class MTSAC:
         )
         noise_next, noise_pi = noise[:n], noise[n:]
         actor_vectorized = self.backward["actor"].needs_task_gradients
+        split = self.layout(b)
 
         # -- critic
         with torch.no_grad():
@@ -363,7 +387,7 @@ class MTSAC:
                 y = torch.minimum(y, r_max / scale / (1.0 - cfg.gamma))
         self.critic_optimizer.zero_grad(set_to_none=True)
         res_c = self.backward["critic"].backward_partitioned(
-            self._critic_loss, obs, actions, task_ids, y, w, task_ids=task_ids
+            self._critic_loss, obs, actions, task_ids, y, w, **split
         )
         self._clip(self.critic)
         self.critic_optimizer.step()
@@ -374,7 +398,7 @@ class MTSAC:
         self._stash = None if actor_vectorized else torch.empty(0)
         try:
             res_a = self.backward["actor"].backward_partitioned(
-                self._actor_loss, obs, task_ids, noise_pi, alpha, w, task_ids=task_ids
+                self._actor_loss, obs, task_ids, noise_pi, alpha, w, **split
             )
         finally:
             self.critic.requires_grad_(True)
@@ -389,7 +413,7 @@ class MTSAC:
         w_alpha = torch.full_like(w, 1.0 / self.num_tasks if cfg.task_loss_scale == "mean" else 1.0)
         self.alpha_optimizer.zero_grad(set_to_none=True)
         res_t = self.backward["alpha"].backward_partitioned(
-            self._alpha_loss, task_ids, log_pi_now, w_alpha, task_ids=task_ids
+            self._alpha_loss, task_ids, log_pi_now, w_alpha, **split
         )
         self.alpha_optimizer.step()
 
@@ -426,19 +450,17 @@ class MTSAC:
         log_pi: Tensor,
         y: Tensor,
         rewards: Tensor,
-    ) -> dict[str, float]:
+    ) -> UpdateMetrics:
         alphas = self.alphas
-        scalars = torch.stack(
-            [
-                res_c.losses.sum(),
-                res_a.losses.sum(),
-                res_t.losses.sum(),
-                alphas.mean(),
-                -log_pi.mean(),
-                y.mean(),
-                rewards.mean(),
-            ]
-        ).to(torch.float64)
+        values = [
+            res_c.losses.sum(),
+            res_a.losses.sum(),
+            res_t.losses.sum(),
+            alphas.mean(),
+            -log_pi.mean(),
+            y.mean(),
+            rewards.mean(),
+        ]
         names = [
             "critic_loss",
             "actor_loss",
@@ -448,20 +470,17 @@ class MTSAC:
             "target_q",
             "reward",
         ]
+        scalars = torch.stack(values).to(torch.float64)
         if not self.config.log_per_task:
-            return dict(zip(names, scalars.tolist(), strict=True))
+            return UpdateMetrics(names, scalars)
         m = self.num_tasks
         per_task = torch.full((3, m), float("nan"), dtype=torch.float64, device=alphas.device)
         per_task[0] = alphas.to(torch.float64)
         per_task[1, res_c.tasks] = res_c.losses.to(torch.float64)
         per_task[2, res_a.tasks] = res_a.losses.to(torch.float64)
-        values = torch.cat([scalars, per_task.flatten()]).tolist()  # one host synchronisation
-        out = dict(zip(names, values[: len(names)], strict=True))
-        rows = values[len(names) :]
-        for r, key in enumerate(("alpha", "critic_loss", "actor_loss")):
-            for i in range(m):
-                out[f"{key}/{i}"] = rows[r * m + i]
-        return out
+        for key in ("alpha", "critic_loss", "actor_loss"):
+            names.extend(f"{key}/{i}" for i in range(m))
+        return UpdateMetrics(names, torch.cat([scalars, per_task.flatten()]))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
