@@ -24,8 +24,12 @@ Choices the paper leaves open, and ours:
   overrides ``m · eps``; we use the Gramian's dtype's ``eps`` where the official code used
   float32's). Dropped directions get weight 0, so rank-deficient Gramians (duplicate or
   linearly dependent gradients, ``m > d``) work; an all-zero Gramian gives ``w = p``.
-* The kept eigenvalues are a mask, not a slice, so nothing is read back to the host (but
-  ``torch.linalg.eigh`` checks its solver's status, one synchronisation on an accelerator).
+* The kept eigenvalues are a mask, not a slice, so the device path (``placement="device"``)
+  reads nothing back to the host itself (but ``torch.linalg.eigh`` checks its solver's status,
+  one synchronisation on an accelerator, and an accelerator's eigensolver is slow on tiny
+  matrices). By default (``"auto"``) the eigendecomposition runs on the host in float64: one
+  device-to-host copy of the Gramian and a non-blocking copy of the weights back
+  (:mod:`gradsurgery.methods.host`).
 * Task-specific parameters: weight 1 by default; ``scale_task_specific=True`` scales task ``i``'s
   head by ``w_i``, the official code's ``scale_decoder_grad`` option.
 * Aligned-MTL-UB (the paper's cheaper variant, aligning the gradients of the shared representation)
@@ -48,6 +52,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, TaskStep
+from gradsurgery.methods.host import Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.upgrad import as_pref_buffer, preference_vector
 
@@ -103,6 +108,7 @@ class AlignedMTL(GramianWeighting):
         pref_vector: ``(num_tasks,)`` weights ``p`` of the aligned gradients (None: all ones).
         rtol: relative eigenvalue tolerance (None: ``m · eps`` of the Gramian's dtype).
         scale_task_specific: scale each task's own parameters' gradient by its weight ``w_i``.
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"``.
     """
 
     def __init__(
@@ -111,8 +117,10 @@ class AlignedMTL(GramianWeighting):
         pref_vector: Tensor | Sequence[float] | None = None,
         rtol: float | None = None,
         scale_task_specific: bool = False,
+        placement: Placement = "auto",
     ) -> None:
         super().__init__()
+        self.placement = check_placement(placement)
         if scale_mode not in ("min", "median", "rmse"):
             raise ValueError(f"scale_mode must be 'min', 'median' or 'rmse', got {scale_mode!r}")
         self.scale_mode: ScaleMode = scale_mode
@@ -122,7 +130,12 @@ class AlignedMTL(GramianWeighting):
 
     def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
         p = preference_vector(self.pref_vector, step, gramian, default=1.0)
-        return aligned_mtl_weights(gramian, p, self.scale_mode, self.rtol)
+        return placed(
+            self.placement,
+            lambda k, q: aligned_mtl_weights(k, q, self.scale_mode, self.rtol),
+            gramian,
+            p,
+        )
 
     def forward(self, step: TaskStep) -> Aggregation:
         if step.gramian is None:

@@ -14,7 +14,7 @@ the update, up to the ``reg_eps`` ridge), and ``w = p`` when the mean already co
 (``K p ≥ 0``). UPGrad (:mod:`gradsurgery.methods.upgrad`) projects each ``g_i`` before averaging
 instead.
 
-Choices (as UPGrad's): trace normalization and ``reg_eps = 1e-4`` ridge as torchjd; ``norm_eps``
+Choices (as UPGrad's, the placement on the host included): trace normalization and ``reg_eps = 1e-4`` ridge as torchjd; ``norm_eps``
 defaults to 0 (torchjd: an absolute 1e-4 on the trace, see UPGrad); ``pref_vector`` over all tasks,
 rescaled over the present ones; task-specific parameters get weight 1.
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from gradsurgery.methods.base import TaskStep
+from gradsurgery.methods.host import placed
 from gradsurgery.methods.nonneg_qp import dual_cone_weights
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.upgrad import DualConeWeighting, preference_vector
@@ -56,6 +57,9 @@ class DualProj(DualConeWeighting):
 
     def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
         p = preference_vector(self.pref_vector, step, gramian)
+        return placed(self.placement, self._weights, gramian, p)
+
+    def _weights(self, gramian: Tensor, p: Tensor) -> Tensor:
         return dual_cone_weights(
             gramian, p, norm_eps=self.norm_eps, reg_eps=self.reg_eps, max_iter=self.max_iter
         )

@@ -42,8 +42,14 @@ Choices the paper leaves open, and ours:
   Numerical safeguard: in the correction the target is clamped to ``|φ̂| ≤ 1 − 100·eps(dtype)``
   (its ``√(1−φ̂²)`` is a divisor); the stored EMA is not clamped.
 * Task-specific parameters get their own task's gradient (weight 1). Random orders are drawn as
-  PCGrad draws them, on the Gramian's device, from the method's own generators (state in
-  ``state_dict``).
+  PCGrad draws them, from the method's own generators (state in ``state_dict``): the CPU one on
+  the host, the Gramian's device's otherwise.
+* Where it runs (``placement``, :mod:`gradsurgery.methods.host`): the lock-step loop is ``m − 1``
+  iterations of about 15 tiny ops, ``O(m)`` kernel launches on an accelerator. So by default
+  (``"auto"``) it runs on the host in float64: the Gramian and the present tasks' targets go
+  over in one device-to-host copy (the step's one host synchronisation), the weights and the
+  new targets come back in non-blocking copies; ``"device"`` keeps it on the device (no
+  synchronisation, ``O(m)`` launches).
 
 Example (φ̂ = 0: on its first step GradVac is PCGrad):
     >>> import torch
@@ -67,6 +73,7 @@ from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
 from gradsurgery.methods.generators import DeviceGenerators
+from gradsurgery.methods.host import Placement, check_placement, on_host, placed
 from gradsurgery.methods.pcgrad import random_partner_orders
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin
@@ -154,6 +161,7 @@ class GradVac(TaskStateMixin, GramianWeighting):
         ema_update: ``"every_pair"`` (paper, torchjd) or ``"on_correction"`` (LibMTL).
         num_tasks: the number of tasks ``M`` (None: taken from the first step).
         seed: seed of the generators that draw the random orders (None: from torch's RNG).
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see above).
     """
 
     _task_state_names = ("phi_hat",)
@@ -165,8 +173,10 @@ class GradVac(TaskStateMixin, GramianWeighting):
         ema_update: EmaUpdate = "every_pair",
         num_tasks: int | None = None,
         seed: int | None = None,
+        placement: Placement = "auto",
     ) -> None:
         super().__init__()
+        self.placement = check_placement(placement)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         if ema_update not in ("every_pair", "on_correction"):
@@ -194,14 +204,17 @@ class GradVac(TaskStateMixin, GramianWeighting):
             self.phi_hat = self.phi_hat.to(device=gramian.device, dtype=dtype)
         idx = step.tasks.to(gramian.device)
         pairs = (idx[:, None], idx[None, :])
-        orders = random_partner_orders(
-            gramian.shape[0], self.generators.get(gramian.device), idx.device
-        )
-        coef, targets = gradvac_coefficients(
-            gramian, orders, self.phi_hat[pairs], self.beta, self.ema_update
-        )
+        where = "cpu" if on_host(self.placement, gramian) else gramian.device
+        generator = self.generators.get(where)
+
+        def solve(k: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+            orders = random_partner_orders(k.shape[0], generator, k.device)
+            coef, moved = gradvac_coefficients(k, orders, targets, self.beta, self.ema_update)
+            return coef.sum(dim=0), moved
+
+        weights, targets = placed(self.placement, solve, gramian, self.phi_hat[pairs])
         self.phi_hat[pairs] = targets.to(self.phi_hat.dtype)
-        return coef.sum(dim=0)
+        return weights
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generators": self.generators.state()}

@@ -26,14 +26,22 @@ Host ops are marked with :func:`gradsurgery.profiling.host_region`, so that the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 from gradsurgery.profiling import host_region
 
-__all__ = ["Placement", "check_placement", "from_host", "on_host", "solve_on_host", "to_host"]
+__all__ = [
+    "Placement",
+    "check_placement",
+    "from_host",
+    "on_host",
+    "placed",
+    "solve_on_host",
+    "to_host",
+]
 
 Placement = Literal["auto", "host", "device"]
 T = TypeVar("T")
@@ -90,11 +98,13 @@ def to_host(*tensors: Tensor) -> list[Tensor]:
 
 
 def from_host(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` (on the host) on ``like``'s device and in its dtype; non-blocking on an accelerator."""
+    """``t`` (on the host) on ``like``'s device, floating point in ``like``'s dtype (integer and
+    boolean tensors keep theirs); non-blocking from pinned memory on an accelerator."""
+    dtype = like.dtype if t.is_floating_point() else t.dtype
     if like.device.type == "cpu":
         with host_region():
-            return t.to(like.dtype)
-    staged = t.to(like.dtype).pin_memory()
+            return t.to(dtype)
+    staged = t.to(dtype).pin_memory()
     return staged.to(like.device, non_blocking=True)
 
 
@@ -105,3 +115,19 @@ def solve_on_host(fn: Callable[..., T], *tensors: Tensor) -> T:
     hosted = to_host(*tensors)
     with host_region():
         return fn(*hosted)
+
+
+def placed(placement: Placement, fn: Callable[..., T], *tensors: Tensor) -> T:
+    """``fn(*tensors)`` where ``placement`` puts it (see the module docstring).
+
+    On the device: ``fn`` gets ``tensors`` as they are. On the host: ``fn`` gets float64 CPU
+    copies (one transfer), and its results (a tensor or a tuple of tensors) come back to the
+    first tensor's device, floating point in its dtype.
+    """
+    like = tensors[0]
+    if not on_host(placement, like):
+        return fn(*tensors)
+    out: Any = solve_on_host(fn, *tensors)
+    if isinstance(out, tuple):
+        return tuple(from_host(t, like) for t in out)  # type: ignore[return-value]
+    return from_host(out, like)  # type: ignore[return-value]

@@ -51,6 +51,10 @@ Choices the paper leaves open, and ours:
   mtl.method.parameters()})``). Give ``num_tasks`` at construction (or let ``MultiTaskBackward``
   bind it) so that it exists before the optimizer is built; otherwise it is created at the
   first step, with a warning. Only the present tasks' ``s_i`` get a gradient in a step.
+* Where it runs (``placement``, :mod:`gradsurgery.methods.host`): the pseudo-inverse is an
+  eigendecomposition (or SVD), slow on an accelerator for a tiny matrix and checked on the host;
+  by default (``"auto"``) it runs on the host in float64, one device-to-host copy of the
+  Gramian and a non-blocking copy of the weights back; ``"device"`` keeps it on the device.
 * Task-specific parameters: IMTL-G: weight 1 (each head trains on its own loss); IMTL-L / IMTL:
   ``e^{s_i}``.
 
@@ -73,6 +77,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, LossWeighting, TaskStep
+from gradsurgery.methods.host import Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin
 
@@ -118,16 +123,18 @@ class IMTLG(GramianWeighting):
 
     Args:
         formula: ``"gramian"`` (default, ``α ∝ N⁻¹ C⁺ 1``) or ``"paper"`` (``g_1 Uᵀ (D Uᵀ)⁺``).
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"``.
     """
 
-    def __init__(self, formula: Formula = "gramian") -> None:
+    def __init__(self, formula: Formula = "gramian", placement: Placement = "auto") -> None:
         super().__init__()
+        self.placement = check_placement(placement)
         if formula not in ("gramian", "paper"):
             raise ValueError(f"formula must be 'gramian' or 'paper', got {formula!r}")
         self.formula: Formula = formula
 
     def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
-        return imtl_g_weights(gramian, self.formula)
+        return placed(self.placement, lambda k: imtl_g_weights(k, self.formula), gramian)
 
     def extra_repr(self) -> str:
         return f"formula={self.formula!r}"
@@ -218,12 +225,18 @@ class IMTL(_LearnableScales, GramianWeighting):
         num_tasks: the total number of tasks (recommended: creates the parameter now).
         init: initial ``s_i``.
         formula: IMTL-G's formula (``"gramian"`` or ``"paper"``).
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"``.
     """
 
     def __init__(
-        self, num_tasks: int | None = None, init: float = 0.0, formula: Formula = "gramian"
+        self,
+        num_tasks: int | None = None,
+        init: float = 0.0,
+        formula: Formula = "gramian",
+        placement: Placement = "auto",
     ) -> None:
         super().__init__()
+        self.placement = check_placement(placement)
         if formula not in ("gramian", "paper"):
             raise ValueError(f"formula must be 'gramian' or 'paper', got {formula!r}")
         self.formula: Formula = formula
@@ -231,8 +244,11 @@ class IMTL(_LearnableScales, GramianWeighting):
 
     def _weights(self, gramian: Tensor, scale: Tensor) -> Tensor:
         scale = scale.detach().to(device=gramian.device, dtype=gramian.dtype)
-        alpha = imtl_g_weights(gramian * scale[:, None] * scale[None, :], self.formula)
-        return alpha * scale
+
+        def weights(k: Tensor, e: Tensor) -> Tensor:
+            return imtl_g_weights(k * e[:, None] * e[None, :], self.formula) * e
+
+        return placed(self.placement, weights, gramian, scale)
 
     def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
         return self._weights(gramian, self._scales(step)[1])

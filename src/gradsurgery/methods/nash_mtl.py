@@ -78,6 +78,12 @@ Choices the paper leaves open, and ours:
   ``Σ_i α_i L_i``, so heads get ``α_i`` — unclipped), or ``"ones"``.
 * State (the last weights per task index, which tasks have weights, and the tasks of the last
   computation) is kept in buffers, so ``state_dict`` carries it.
+* Where it runs (``placement``, :mod:`gradsurgery.methods.host`): both solvers are Newton or
+  barrier iterations of tiny ops with convergence tests read on the host: thousands of kernel
+  launches and a synchronisation per test on an accelerator. So by default (``"auto"``) the
+  weights are computed on the host in float64, from one device-to-host copy of the Gramian and
+  the warm start (the step's one host synchronisation; the tests are then host reads that cost
+  nothing), with a non-blocking copy of the weights back; ``"device"`` keeps it on the device.
 
 Example (orthogonal gradients of norms 1 and 2: α_i ‖g_i‖² α_i = 1, α_i = 1/‖g_i‖):
     >>> import torch
@@ -97,6 +103,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, TaskStep
+from gradsurgery.methods.host import Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin
 
@@ -300,6 +307,7 @@ class NashMTL(TaskStateMixin, GramianWeighting):
             start when the warm start is not usable).
         barrier_stages, newton_steps: the barrier schedule of each CCP step.
         num_tasks: the number of tasks ``M`` (None: taken from the first step).
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see above).
 
     State (buffers, per task index): ``alpha`` (the last unclipped weights), ``seen`` (which
     tasks have weights) and ``last_present`` (the tasks of the last computation).
@@ -322,8 +330,10 @@ class NashMTL(TaskStateMixin, GramianWeighting):
         barrier_stages: int | None = None,
         newton_steps: int = 5,
         num_tasks: int | None = None,
+        placement: Placement = "auto",
     ) -> None:
         super().__init__()
+        self.placement = check_placement(placement)
         if max_norm < 0:
             raise ValueError(f"max_norm must be non-negative, got {max_norm}")
         if update_weights_every < 1:
@@ -379,16 +389,20 @@ class NashMTL(TaskStateMixin, GramianWeighting):
         seen = self.seen.index_select(0, tasks)
         prev = self.alpha.index_select(0, tasks).to(gramian.dtype)
         own = gramian.diagonal().clamp_min(torch.finfo(gramian.dtype).tiny).rsqrt()
-        alpha = nash_mtl_weights(
-            gramian,
-            torch.where(seen, prev, own),
-            self.solver,
-            self.optim_niter,
-            self.tol,
-            self.newton_iters,
-            self.barrier_stages,
-            self.newton_steps,
-        )
+
+        def solve(k: Tensor, start: Tensor) -> Tensor:
+            return nash_mtl_weights(
+                k,
+                start,
+                self.solver,
+                self.optim_niter,
+                self.tol,
+                self.newton_iters,
+                self.barrier_stages,
+                self.newton_steps,
+            )
+
+        alpha = placed(self.placement, solve, gramian, torch.where(seen, prev, own))
         self.alpha[tasks] = alpha.to(self.alpha.dtype)
         self.seen[tasks] = True
         self.last_present = present

@@ -29,6 +29,11 @@ Choices the paper leaves open, and ours:
   tasks).
 * Task-specific parameters get their own task's gradient with weight 1 (as torchjd's
   ``mtl_backward``).
+* Where it runs (``placement``, :mod:`gradsurgery.methods.host`): the block principal pivoting solver runs a data-dependent number of rounds, each a batched
+  Cholesky factorisation, and checks its convergence on the host. So by default
+  (``"auto"``) it runs on the host in float64, one device-to-host copy of the Gramian (the step's
+  one host synchronisation) and a non-blocking copy of the weights back; ``"device"`` keeps it
+  on the device (no synchronisation, a few dozen launches and a synchronisation every 4 rounds).
 * On a shared representation (``MultiTaskBackward.backward(losses, representation=z)``) the dual
   cone is that of the ``∂L_i/∂z``: the non-conflict guarantee then holds for ``z``, not the trunk.
 
@@ -49,6 +54,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
+from gradsurgery.methods.host import Placement, check_placement, placed
 from gradsurgery.methods.nonneg_qp import dual_cone_weights
 from gradsurgery.methods.registry import register
 
@@ -104,6 +110,8 @@ class DualConeWeighting(GramianWeighting):
         norm_eps: a Gramian with trace ``≤ norm_eps`` is treated as zero (torchjd: 1e-4).
         reg_eps: ridge added to the trace-normalized Gramian (torchjd: 1e-4).
         max_iter: cap on the QP solver's pivoting rounds (None: ``4m + 20``).
+        placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see UPGrad's
+            module docstring).
     """
 
     def __init__(
@@ -112,8 +120,10 @@ class DualConeWeighting(GramianWeighting):
         norm_eps: float = 0.0,
         reg_eps: float = 1e-4,
         max_iter: int | None = None,
+        placement: Placement = "auto",
     ) -> None:
         super().__init__()
+        self.placement = check_placement(placement)
         if norm_eps < 0 or reg_eps < 0:
             raise ValueError(f"norm_eps and reg_eps must be ≥ 0, got {norm_eps}, {reg_eps}")
         self.register_buffer("pref_vector", as_pref_buffer(pref_vector))
@@ -139,6 +149,9 @@ class UPGrad(DualConeWeighting):
 
     def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
         p = preference_vector(self.pref_vector, step, gramian)
+        return placed(self.placement, self._weights, gramian, p)
+
+    def _weights(self, gramian: Tensor, p: Tensor) -> Tensor:
         v = dual_cone_weights(
             gramian,
             torch.diag(p),
