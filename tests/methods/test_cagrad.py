@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradsurgery.methods.base import TaskStep
-from gradsurgery.methods.cagrad import CAGrad, cagrad_dual_weights, cagrad_weights
+from gradsurgery.methods.cagrad import (
+    CAGrad,
+    _dual_by_barrier,
+    cagrad_dual_weights,
+    cagrad_weights,
+)
 from gradsurgery.methods.registry import create_method
 
 F64 = torch.float64
@@ -114,6 +119,24 @@ def test_dual_matches_scipy(m, d, seed, conflict, c):
     w = cagrad_dual_weights(k, c)
     assert (w >= 0).all() and abs(float(w.sum()) - 1) < 1e-9
     assert _dual_value(k, c, w) <= _slsqp_dual(k.numpy(), c) + 1e-8
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    m=st.integers(1, 9),
+    d=st.integers(1, 10),
+    seed=st.integers(0, 100_000),
+    conflict=st.booleans(),
+    c=st.sampled_from([0.1, 0.4, 0.9]),
+)
+def test_host_qp_solver_and_device_barrier_agree(m, d, seed, conflict, c):
+    """The exact host solver (a family of QPs) is never worse than the device's barrier method."""
+    j = _jacobian(m, d, seed, conflict)
+    k = j @ j.T
+    k = k / k.diagonal().max()
+    host, barrier = cagrad_dual_weights(k, c), _dual_by_barrier(k, c)
+    assert _dual_value(k, c, host) <= _dual_value(k, c, barrier) + 1e-12
+    assert _dual_value(k, c, host) == pytest.approx(_dual_value(k, c, barrier), abs=1e-9)
 
 
 @settings(max_examples=12, deadline=None)

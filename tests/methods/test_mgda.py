@@ -112,9 +112,13 @@ def test_solvers_agree(m, d, seed):
     j = _jacobian(m, d, seed)
     k = j @ j.T
     exact = _weights(j)
-    fw = _weights(j, solver="frank_wolfe", max_iter=2000, tol=0)
+    iters = 2000
+    fw = _weights(j, solver="frank_wolfe", max_iter=iters, tol=0)
     scale = float(k.diagonal().max())
-    assert float(fw @ k @ fw) == pytest.approx(float(exact @ k @ exact), abs=2e-4 * scale)
+    # Frank–Wolfe's guarantee (as in test_simplex): f(w_t) − f* ≤ 16 max_i K_ii / (t + 2); a
+    # degenerate Gramian (m = 3 tasks in d = 2) is still 3.6e-4 max_i K_ii away at t = 2000.
+    gap = float(fw @ k @ fw) - float(exact @ k @ exact)
+    assert -1e-10 * scale <= gap <= 16 * scale / (iters + 2)
     if d >= m + 2:  # generic full-rank Gramian: the minimiser is unique
         assert float((fw - exact).abs().max()) < 0.05
 

@@ -19,8 +19,22 @@ Choices the paper leaves open, and ours:
 
 * Solver. The official code minimises the dual with ``scipy.optimize.minimize`` (SLSQP, from
   ``w = 1/m``) on ``wᵀ K 1/m + c‖g_0‖ sqrt(wᵀ K w + 1e-8)``. We solve the same convex problem
-  without SciPy (:func:`gradsurgery.methods.simplex.simplex_minimize`), on the Gramian scaled to
-  unit largest diagonal: a log-barrier Newton method on the simplex with a batched line search
+  without SciPy, on the Gramian scaled to unit largest diagonal.
+
+  On the host (the default placement) exactly, through a family of quadratic programs: where
+  ``g_w ≠ 0`` the dual's optimality conditions are those of ``min_{w ∈ Δ} ½ wᵀKw + μ aᵀw``
+  (``a = K1/m``) with ``μ = ‖g_w‖/√φ``. On a fixed support the QP's solution is affine in ``μ``,
+  ``w(μ) = x_0 + μ x_1`` (two solves of the bordered system), and ``x_0ᵀK x_1 = 0``, so
+  ``‖g_{w(μ)}‖² = x_0ᵀKx_0 + μ² x_1ᵀKx_1`` and the condition ``‖g_w‖ = √φ μ`` is a quadratic
+  equation in ``μ``. Starting from ``μ = ‖g_0‖/√φ``, each iteration solves the QP at ``μ``
+  (:func:`~gradsurgery.methods.simplex.simplex_qp_active_set`'s active-set method, warm-started),
+  solves the quadratic on its support and stops when that root keeps the support feasible and
+  optimal (KKT checked); otherwise it moves ``μ`` there, or bisects a bracket of the monotone
+  ``‖g_{w(μ)}‖ − √φ μ``. Usually the first root is the answer (0.2 ms at ``m = 10`` on a 2-core
+  CPU). If 60 iterations do not get there (the dual's minimiser at ``g_w = 0``, say), the
+  barrier method below is used instead.
+
+  On the device (``placement="device"``): a log-barrier Newton method on the simplex with a batched line search
   and a fixed schedule (barrier parameter ``t = 1, 10, ...`` up to ``10⁶`` in float32 and ``10¹²``
   in float64, ``newton_steps`` Newton steps each), then three Newton steps on the support of the
   result (kept only if they pass a KKT check). The square root is smoothed as
@@ -61,13 +75,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
 from gradsurgery.methods.host import Placement, check_placement, placed
 from gradsurgery.methods.registry import register
-from gradsurgery.methods.simplex import simplex_minimize
+from gradsurgery.methods.simplex import simplex_minimize, simplex_qp_numpy, solve_bordered
 
 __all__ = ["CAGrad", "cagrad_dual_weights", "cagrad_weights"]
 
@@ -77,7 +92,81 @@ Reduction = Literal["mean", "sum"]
 def cagrad_dual_weights(
     gramian: Tensor, c: float, stages: int | None = None, newton_steps: int = 4
 ) -> Tensor:
-    """``w* = argmin_{w ∈ Δ} wᵀ K 1/m + c ‖g_0‖ sqrt(wᵀ K w)``: the dual solution of CAGrad."""
+    """``w* = argmin_{w ∈ Δ} wᵀ K 1/m + c ‖g_0‖ sqrt(wᵀ K w)``: the dual solution of CAGrad.
+
+    A Gramian on the CPU is solved exactly in float64 through quadratic programs; elsewhere (or
+    if that does not converge) by the barrier method (see the module docstring).
+    """
+    if gramian.device.type == "cpu":
+        w, ok = _dual_by_qps(gramian.detach().to(torch.float64).numpy(), c)
+        if ok:
+            return torch.from_numpy(w).to(gramian.dtype)
+    return _dual_by_barrier(gramian, c, stages, newton_steps)
+
+
+def _dual_by_qps(gramian: np.ndarray, c: float, max_iter: int = 60) -> tuple[np.ndarray, bool]:
+    """The exact host solver of the dual (see the module docstring); ``(w, converged)``."""
+    m = gramian.shape[0]
+    scale = float(np.diagonal(gramian).max())
+    if m == 1 or not scale > 0 or not np.isfinite(scale):
+        return np.full(m, 1.0 / m), m == 1 or scale == 0
+    k = gramian / scale
+    a = k.sum(axis=1) / m
+    g0_norm = np.sqrt(max(float(k.sum()), 0.0)) / m
+    rho = c * g0_norm
+    if not rho > 0:
+        return np.full(m, 1.0 / m), True  # c = 0 or g_0 = 0: the update is g_0 whatever w
+    lo, hi = 0.0, np.inf  # a bracket of μ: ‖g_{w(μ)}‖ − ρ μ decreases with μ
+    mu, start = g0_norm / rho, None
+    for _ in range(max_iter):
+        w, _ = simplex_qp_numpy(k, mu * a, start)
+        start = w > 0
+        support = np.flatnonzero(start)
+        n = support.shape[0]
+        ks = k[np.ix_(support, support)]
+        kkt = np.zeros((n + 1, n + 1))
+        kkt[:n, :n] = ks
+        kkt[:n, n] = kkt[n, :n] = 1.0
+        x0 = solve_bordered(kkt, np.concatenate([np.zeros(n), [1.0]]))[:n]
+        x1 = solve_bordered(kkt, np.concatenate([-a[support], [0.0]]))[:n]
+        # ‖g_{w(μ)}‖² − ρ² μ² = c0 + 2 c1 μ + (c2 − ρ²) μ² on this support (c1 = 0 exactly)
+        c0, c1, c2 = max(float(x0 @ ks @ x0), 0.0), float(x0 @ ks @ x1), float(x1 @ ks @ x1)
+        quad = c2 - rho**2
+        root = None
+        if quad < 0:
+            root = (-2 * c1 - np.sqrt(max(4 * c1 * c1 - 4 * quad * c0, 0.0))) / (2 * quad)
+        if np.sqrt(max(float(w @ k @ w), 0.0)) > rho * mu:
+            lo = max(lo, mu)
+        else:
+            hi = min(hi, mu)
+        if root is not None and root > 0:
+            cand = np.zeros(m)
+            cand[support] = x0 + root * x1
+            if (cand >= -1e-12).all():
+                np.maximum(cand, 0.0, out=cand)
+                cand /= cand.sum()
+                grad = k @ cand + root * a
+                nu = grad[support].mean()
+                if (grad - nu >= -1e-10 * (1.0 + np.abs(grad).max())).all():
+                    return cand, True
+            if lo < root < hi:
+                mu = root
+                continue
+        if hi == np.inf:
+            mu = 2 * max(mu, lo)
+        elif lo == 0.0:
+            mu = hi / 2
+        else:
+            mu = np.sqrt(lo * hi)
+        if hi < 1e-300:
+            break
+    return np.full(m, 1.0 / m), False
+
+
+def _dual_by_barrier(
+    gramian: Tensor, c: float, stages: int | None = None, newton_steps: int = 4
+) -> Tensor:
+    """The barrier solver of the dual (any device; see the module docstring)."""
     m = gramian.shape[0]
     dtype = gramian.dtype
     finfo = torch.finfo(dtype)

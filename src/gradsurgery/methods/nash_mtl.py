@@ -31,6 +31,15 @@ strictly feasible and the barrier objective non-increasing. If the warm start ha
 ``(K α)_i ≤ 0`` the linearisation is undefined there; we then start from the Nash point of the
 direct solver below.
 
+Shortcut (with ``tol > 0``, the default): the CCP's fixed points are the points whose own
+linearised problem returns them. The Nash point is one exactly when the multipliers of that
+problem at the Nash point are non-negative (:func:`_is_ccp_fixed_point`, one ``m × m`` solve),
+and then the CCP converges to it (and the refinement below snaps it there). So the Nash point is
+computed first (the direct solver below) and returned when it is a fixed point; the CCP runs
+only when it is not. On 300 random Gramians (``m ≤ 8``, half of them with strong conflicts) the
+check predicted the CCP's outcome every time, and it makes the common case as fast as the direct
+solver.
+
 The CCP is not always at the Nash point. When every constraint is active at the solution of
 that problem, the solution is the Nash point (``m`` equations ``α_i β_i = 1`` in ``m``
 unknowns), and the procedure converges in two or three steps. With strongly conflicting tasks
@@ -223,6 +232,10 @@ def _ccp(
     else:
         u = torch.where(in_domain, u, _newton(k, u, newton_iters))
     k1 = root * k.sum(dim=1)
+    if tol > 0:
+        nash = _newton(k, u, newton_iters, tol)
+        if bool(_is_ccp_fixed_point(k, k1, nash)):  # the documented host synchronisation
+            return nash
     # The barrier's own accuracy bounds how still two iterates can be.
     move_tol = max(tol, 10 * torch.finfo(k.dtype).eps ** 0.5)
     for _ in range(niter):
@@ -239,6 +252,23 @@ def _ccp(
         else:
             u = u_new
     return u
+
+
+def _is_ccp_fixed_point(k: Tensor, k1: Tensor, u: Tensor) -> Tensor:
+    """Whether the Nash point ``u`` solves the CCP's convex problem linearised at ``u`` itself.
+
+    At ``u`` every constraint ``φ_i(u) = log u_i + log (K̂u)_i ≥ 0`` is active, so ``u`` is that
+    problem's minimiser iff its objective ``c = K̂1·√‖K‖_F + ∇φ(u)`` is a non-negative
+    combination of the constraints' gradients ``∇φ_i = e_i/u_i + K̂_{:,i}/(K̂u)_i`` (KKT; the
+    problem is convex). With ``G`` the matrix of those gradients, ``∇φ(u) = G 1``, so the
+    multipliers are ``μ = 1 + G⁻¹ k1``.
+    """
+    finfo = torch.finfo(u.dtype)
+    ku = k @ u
+    nash = (u > 0).all() & (ku > 0).all() & ((u * ku - 1).abs().amax() <= 1e3 * finfo.eps**0.5)
+    g = torch.diag(1 / u) + k / ku[None, :]
+    mu = 1 + torch.linalg.solve_ex(g, k1)[0]
+    return nash & torch.isfinite(mu).all() & (mu >= -1e3 * finfo.eps**0.5).all()
 
 
 def _barrier(k: Tensor, c: Tensor, u: Tensor, stages: int, newton_steps: int) -> Tensor:

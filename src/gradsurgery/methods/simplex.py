@@ -13,6 +13,11 @@ says otherwise), in the Gramian's dtype and on its device.
 * :func:`simplex_qp`: ``min_{w ∈ Δ} ½ wᵀ Q w + bᵀ w`` for a positive semidefinite ``Q``, to machine
   precision: a primal-dual interior-point method (Mehrotra predictor-corrector) followed by a
   "polish" step that solves the equality-constrained problem on the detected support exactly.
+  Fixed iteration count, no host synchronisation: the solver for a Gramian left on the device.
+* :func:`simplex_qp_active_set`: the same problem on the host, in float64 NumPy, by a primal
+  active-set method: finite, exact up to rounding whatever the conditioning (a gradient a million
+  times smaller than the others included), and a few NumPy calls per change of the support
+  (0.1 ms at ``m = 10`` on a 2-core CPU).
 * :func:`simplex_minimize`: a log-barrier Newton method with a line search for a smooth convex
   objective given by its values, gradient and Hessian (used by CAGrad).
 * :func:`min_norm_weights`: MGDA's weights, ``argmin_{w ∈ Δ} ‖Σ_i w_i g_i‖²``, with either solver.
@@ -47,6 +52,7 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,6 +64,9 @@ __all__ = [
     "project_simplex",
     "simplex_minimize",
     "simplex_qp",
+    "simplex_qp_active_set",
+    "simplex_qp_numpy",
+    "solve_bordered",
 ]
 
 MinNormSolver = Literal["exact", "frank_wolfe"]
@@ -143,6 +152,114 @@ def simplex_qp(q: Tensor, b: Tensor | None = None, iters: int = 15, polish: bool
     if polish and m > 1:
         w = _polish(qs, bs, w, z)
     return w
+
+
+def simplex_qp_active_set(q: Tensor, b: Tensor | None = None) -> Tensor:
+    """``argmin_{w ∈ Δ} ½ wᵀ Q w + bᵀ w`` on the host: a primal active-set method in float64.
+
+    The free set ``F`` (entries allowed to be positive) starts as every entry, from the centre
+    ``w = 1/m``. Each iteration solves the equality-constrained problem on ``F`` (the bordered
+    system ``[Q_FF 1; 1ᵀ 0][x; −ν] = [−b_F; 1]``, by LU, or by least squares when that system is
+    singular: duplicated or linearly dependent gradients, ``m > d``; the least-squares solution
+    splits a duplicated task's weight equally) and moves towards its solution ``x``; an entry
+    that would turn negative stops the move and leaves ``F``. At the solution of ``F``'s problem
+    the multipliers ``(Q w + b)_i − ν`` of the entries outside ``F`` are checked; the most
+    negative one, if any, enters ``F``. Each move decreases the objective, so no support repeats:
+    the method is finite. The problem is first scaled to unit largest entry. The result is then
+    checked against the KKT conditions (feasibility, multipliers ``≥ −tol``); if that fails (it
+    has not in testing) or the iteration cap ``10 m + 50`` is reached, :func:`simplex_qp`'s
+    interior-point result is returned instead.
+
+    Args:
+        q: ``(m, m)`` symmetric positive semidefinite, on the CPU (any float dtype).
+        b: ``(m,)`` linear term (None: zero).
+
+    Returns:
+        ``(m,)`` in ``q``'s dtype.
+    """
+    m = _check_square(q)
+    if q.device.type != "cpu":
+        raise ValueError("simplex_qp_active_set runs on the host: pass CPU tensors")
+    qn = q.detach().to(torch.float64).numpy()
+    bn = np.zeros(m) if b is None else b.detach().to(torch.float64).numpy()
+    w, ok = simplex_qp_numpy(qn, bn)
+    if not ok:
+        return simplex_qp(q.to(torch.float64), None if b is None else b.to(torch.float64)).to(
+            q.dtype
+        )
+    return torch.from_numpy(w).to(q.dtype)
+
+
+def simplex_qp_numpy(
+    q: np.ndarray, b: np.ndarray, start: np.ndarray | None = None
+) -> tuple[np.ndarray, bool]:
+    """:func:`simplex_qp_active_set` on NumPy arrays: ``(w, converged and KKT checked)``.
+
+    ``start``: the entries to start free (uniform weights on them; default: all), a warm start
+    when a sequence of related problems is solved.
+    """
+    m = q.shape[0]
+    eps = np.finfo(np.float64).eps
+    scale = max(float(np.abs(np.diagonal(q)).max()), float(np.abs(b).max()), 1e-300)
+    if not np.isfinite(scale):
+        return np.full(m, 1.0 / m), False
+    q, b = q / scale, b / scale
+    free = np.ones(m, dtype=bool) if start is None or not start.any() else start.copy()
+    w = free / free.sum()
+    step_tol = 1e3 * eps
+    for _ in range(10 * m + 50):
+        f = np.flatnonzero(free)
+        n = f.shape[0]
+        kkt = np.zeros((n + 1, n + 1))
+        kkt[:n, :n] = q[np.ix_(f, f)]
+        kkt[:n, n] = kkt[n, :n] = 1.0
+        rhs = np.concatenate([-b[f], [1.0]])
+        x = solve_bordered(kkt, rhs)[:n]
+        p = x - w[f]
+        if np.abs(p).max() <= step_tol:
+            g = q @ w + b
+            nu = g[f].mean()
+            mult = np.where(free, np.inf, g - nu)
+            j = int(np.argmin(mult))
+            if mult[j] >= -1e3 * eps * (1.0 + np.abs(g).max()):
+                return w, _kkt_holds(q, b, w)
+            free[j] = True
+            continue
+        shrinking = p < 0
+        ratios = np.full(n, np.inf)
+        ratios[shrinking] = -w[f][shrinking] / p[shrinking]
+        r = int(np.argmin(ratios))
+        alpha = min(1.0, float(ratios[r]))
+        w[f] += alpha * p
+        if alpha < 1.0:
+            w[f[r]] = 0.0
+            free[f[r]] = False
+        np.maximum(w, 0.0, out=w)
+        w /= w.sum()
+    return w, False
+
+
+def solve_bordered(kkt: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """LU solve, or least squares (the minimum-norm solution) when the system is singular."""
+    try:
+        x = np.linalg.solve(kkt, rhs)
+        residual = np.abs(kkt @ x - rhs).max()
+        if np.isfinite(x).all() and residual <= 1e-9 * (1.0 + np.abs(x).max()):
+            return x
+    except np.linalg.LinAlgError:
+        pass
+    return np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+
+
+def _kkt_holds(q: np.ndarray, b: np.ndarray, w: np.ndarray) -> bool:
+    """Feasible, and every multiplier ``(Qw + b)_i − ν`` non-negative (zero on the support)."""
+    if not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-9:
+        return False
+    g = q @ w + b
+    support = w > 0
+    nu = g[support].mean()
+    tol = 1e-7 * (1.0 + np.abs(g).max())
+    return bool((g - nu >= -tol).all() and (np.abs(g[support] - nu) <= tol).all())
 
 
 def simplex_minimize(
@@ -270,12 +387,16 @@ def min_norm_weights(
         max_iter, tol: Frank–Wolfe iteration limit and early-stopping tolerance.
 
     Two tasks have a closed form (the segment's closest point to the origin, :func:`min_norm_2`),
-    which both solvers reach; it is used directly.
+    which both solvers reach; it is used directly. The exact solver of a Gramian on the CPU is
+    :func:`simplex_qp_active_set` (float64, finite); elsewhere :func:`simplex_qp` (fixed
+    iterations, no host synchronisation).
     """
     if _check_square(gramian) == 2 and solver in ("exact", "frank_wolfe"):
         gamma = min_norm_2(gramian[0, 0], gramian[0, 1], gramian[1, 1])
         return torch.stack([1 - gamma, gamma])
     if solver == "exact":
+        if gramian.device.type == "cpu":
+            return simplex_qp_active_set(gramian)
         return simplex_qp(gramian, iters=iters)
     if solver == "frank_wolfe":
         return frank_wolfe_min_norm(gramian, max_iter=max_iter, tol=tol)
