@@ -168,6 +168,7 @@ class MultiTaskBackward:
         self.monitor = monitor
         self.strategy: Strategy = strategy
         self._partitioned: TaskPartitionedJacobian | None = None
+        self._owner_indices: dict[tuple[tuple[int, ...], str], Tensor] = {}
         self.step = 0
 
     # ------------------------------------------------------------------ public entry points
@@ -220,7 +221,7 @@ class MultiTaskBackward:
             return self._backward_weighted_sum(vector, tasks)
         per_task = items if items is not None else vector
         if representation is None:
-            grads = SharedInputJacobian(self.params)(per_task, tasks)
+            grads = SharedInputJacobian(self.params, self._shared)(per_task, tasks)
             return self._apply(grads, representation=None)
         specific = self._specific_for_representation(representation)
         grads = RepresentationJacobian(specific)(per_task, representation, tasks)
@@ -388,6 +389,9 @@ class MultiTaskBackward:
             specific_params = [
                 p for p, s in zip(self.params, self._shared or [], strict=True) if not s
             ]
+        elif grads.owned is not None:  # the engine split it: the blocks are the shared params
+            mask = self._shared or []
+            shared_jac, specific_blocks, specific_params = jac, [], []
         else:
             mask = self._split_exact(jac)
             shared_blocks = [b for b, s in zip(jac.blocks, mask, strict=True) if s]
@@ -399,11 +403,15 @@ class MultiTaskBackward:
                 )
             shared_jac = TaskJacobian(shared_blocks)
         specific_jac = TaskJacobian(specific_blocks) if specific_blocks else None
+        owned = grads.owned if grads.owned is not None and len(grads.owned) else None
 
         gramian = shared_jac.gramian()
         sq_norms = [gramian.diagonal()]
         if specific_jac is not None:
             sq_norms.append(_row_sq_norms(specific_jac))
+        if owned is not None:
+            index = self._owner_index(owned.owners, losses.device)
+            sq_norms.append(owned.row_sq_norms(index, losses.shape[0]))
         self._check(losses, tasks, sq_norms)
 
         jacobian = shared_jac if self.method.requires == "jacobian" else None
@@ -421,8 +429,19 @@ class MultiTaskBackward:
             _accumulate([p for p, s in zip(self.params, mask, strict=True) if s], update)
         if specific_jac is not None:
             _accumulate(specific_params, specific_jac.combine(agg.task_specific_weights.detach()))
+        if owned is not None:
+            _accumulate(owned.params, owned.scaled(agg.task_specific_weights))
         self._backward_extras(agg, losses)
         return self._finish(losses, tasks, agg, gramian, approximate)
+
+    def _owner_index(self, owners: list[int], device: torch.device) -> Tensor:
+        """The owners of owned gradients as a device tensor, made once per distinct list (a
+        host-to-device copy, so not every step)."""
+        key = (tuple(owners), str(device))
+        index = self._owner_indices.get(key)
+        if index is None:
+            index = self._owner_indices[key] = torch.tensor(owners, device=device)
+        return index
 
     def _backward_extras(self, agg: Aggregation, losses: Tensor) -> None:
         """Gradients the combined update does not carry: a method's own learnable weights (through

@@ -7,8 +7,21 @@ given ``U Uᵀ`` (the Gramian of the ``u_i``) instead of ``J Jᵀ``; the update 
 through the trunk with ``Σ_i w_i u_i``. Sener & Koltun bound MGDA on ``U`` as an upper bound; for
 other methods it is a heuristic. Everything here is labelled ``approximate=True``.
 
-Cost: one cheap pass per task through the heads (to get ``u_i`` and the heads' own gradients), plus
-one pass through the trunk.
+One backward pass for all ``m`` tasks. When each task's part of the graph between its loss and
+``z`` is its own (heads that read ``z`` and share nothing downstream of it: the usual trunk with
+heads), one ``autograd.grad`` of ``Σ_i L_i`` through the heads gives every head its own gradient,
+and a hook on each head's first node reads that head's gradient with respect to ``z`` before
+autograd adds the heads' contributions up: ``u_i`` per task, in one pass. The graph is walked
+once per step (in Python, over the heads' nodes only) to find each task's nodes and the edges by
+which it reads ``z``. Each head parameter's gradient is kept once, with its owner task
+(:class:`~gradsurgery.engines.per_task_gradients.OwnedGradients`), never as an ``m``-row block.
+When the heads do share something downstream of ``z`` (a layer applied before splitting, a
+parameter used by two heads) or reach the trunk other than through ``z``, the engine falls back
+to one ``autograd.grad`` per task (the exact answer for this approximation, ``m`` passes
+through the heads).
+
+Cost: one pass through the heads (as ``loss.backward()`` makes), ``m`` hook calls, plus one
+pass through the trunk.
 """
 
 from __future__ import annotations
@@ -17,9 +30,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge, Node
 
-from gradsurgery.engines.per_task_gradients import PerTaskGradients
-from gradsurgery.engines.shared_input import SharedInputJacobian
+from gradsurgery.engines.per_task_gradients import OwnedGradients, PerTaskGradients
+from gradsurgery.engines.shared_input import SharedInputJacobian, stacked_loss_edges
+from gradsurgery.jacobian import TaskJacobian
 
 __all__ = ["RepresentationJacobian"]
 
@@ -40,16 +55,29 @@ class RepresentationJacobian:
         representation: Tensor,
         tasks: Tensor | None = None,
     ) -> PerTaskGradients:
-        """Rows: present tasks. Block 0 is ``∂L_i/∂z``; then one block per task-specific param.
+        """Block 0 of the Jacobian is ``∂L_i/∂z``; the heads' gradients are ``owned`` (or, on
+        the fallback, further blocks, one per task-specific parameter).
 
-        The graph is kept, so that :meth:`backward_trunk` can pass the combined signal back.
+        The graph below the representation is kept, so that :meth:`backward_trunk` can pass the
+        combined signal back.
         """
         if not representation.requires_grad:
             raise ValueError(
                 "the representation does not require grad: it must be the trunk's output"
             )
-        inputs = [representation, *self.specific_params]
-        return SharedInputJacobian(inputs)(losses, tasks, retain_graph=True)
+        if isinstance(losses, Tensor):
+            items: list[Tensor | GradientEdge | None] = stacked_loss_edges(losses) or []
+            values = losses.detach()
+        else:
+            items = [loss.reshape(()) for loss in losses]
+            values = torch.stack([loss.detach() for loss in items])
+        plan = _separate(items, representation, self.specific_params) if items else None
+        if plan is None:
+            inputs = [representation, *self.specific_params]
+            return SharedInputJacobian(inputs)(losses, tasks, retain_graph=True)
+        if tasks is None:
+            tasks = torch.arange(len(items), device=values.device)
+        return _one_pass(items, values, tasks, representation, self.specific_params, plan)
 
     @staticmethod
     def backward_trunk(
@@ -61,3 +89,114 @@ class RepresentationJacobian:
             grad_tensors=signal,
             inputs=list(shared_params) if shared_params else None,
         )
+
+
+class _Plan:
+    """Per task: the (node, input positions) by which it reads ``z``, and the head parameters
+    (positions in the specific list) it reaches."""
+
+    def __init__(self, m: int) -> None:
+        self.reads: list[list[tuple[Node, list[int]]]] = [[] for _ in range(m)]
+        self.params: list[list[int]] = [[] for _ in range(m)]
+        self.alive: list[Node] = []  # keeps the walked nodes' Python objects (and ids) alive
+
+
+def _separate(
+    items: Sequence[Tensor | GradientEdge | None], z: Tensor, specific: Sequence[Tensor]
+) -> _Plan | None:
+    """Walk each task's graph down to ``z``; None when the tasks' graphs are not disjoint."""
+    z_node = z.grad_fn
+    if z_node is None:
+        return None
+    z_nr = z.output_nr
+    position = {id(p): k for k, p in enumerate(specific)}
+    plan = _Plan(len(items))
+    owner: dict[int, int] = {}
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        root = item.node if isinstance(item, GradientEdge) else item.grad_fn
+        if root is None:
+            if isinstance(item, Tensor) and item.requires_grad:  # a leaf loss: nothing to split
+                return None
+            continue
+        stack: list[Node] = [root]
+        while stack:
+            node = stack.pop()
+            if node is z_node:
+                return None  # the loss is z itself
+            seen = owner.get(id(node))
+            if seen is not None:
+                if seen != i:
+                    return None  # a node two tasks share downstream of z
+                continue
+            owner[id(node)] = i
+            plan.alive.append(node)
+            leaf = getattr(node, "variable", None)
+            if leaf is not None:  # AccumulateGrad: a leaf parameter
+                k = position.get(id(leaf))
+                if k is None:
+                    return None  # reaches a non-head parameter other than through z
+                plan.params[i].append(k)
+                continue
+            positions = []
+            for e, (nxt, nr) in enumerate(node.next_functions):
+                if nxt is None:
+                    continue
+                if nxt is z_node:
+                    if nr != z_nr:
+                        return None  # another output of z's node: not through z
+                    positions.append(e)
+                else:
+                    stack.append(nxt)
+            if positions:
+                plan.reads[i].append((node, positions))
+    return plan
+
+
+def _one_pass(
+    items: Sequence[Tensor | GradientEdge | None],
+    values: Tensor,
+    tasks: Tensor,
+    z: Tensor,
+    specific: Sequence[Tensor],
+    plan: _Plan,
+) -> PerTaskGradients:
+    """One ``autograd.grad`` of ``Σ_i L_i`` through the heads, each ``u_i`` read by a hook."""
+    m = len(plan.reads)
+    captured: list[list[Tensor]] = [[] for _ in range(m)]
+
+    def reader(i: int, positions: list[int]):
+        def hook(grad_inputs: tuple[Tensor | None, ...], _outputs: object) -> None:
+            captured[i].extend(g for e in positions if (g := grad_inputs[e]) is not None)
+
+        return hook
+
+    handles = [
+        node.register_hook(reader(i, positions))
+        for i, reads in enumerate(plan.reads)
+        for node, positions in reads
+    ]
+    reached = sorted({k for ks in plan.params for k in ks})
+    inputs = [z, *[specific[k] for k in reached]]
+    outputs = [it for it in items if it is not None and _differentiable(it)]
+    seed = torch.ones((), dtype=values.dtype, device=values.device)
+    try:
+        grads = torch.autograd.grad(
+            outputs, inputs, [seed] * len(outputs), retain_graph=True, allow_unused=True
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    zero = torch.zeros_like(z)
+    u = torch.stack([sum(c[1:], c[0]) if c else zero for c in captured])
+    owner_of = {k: i for i, ks in enumerate(plan.params) for k in ks}
+    kept = [(k, g) for k, g in zip(reached, grads[1:], strict=True) if g is not None]
+    owned = OwnedGradients(
+        [specific[k] for k, _ in kept], [g for _, g in kept], [owner_of[k] for k, _ in kept]
+    )
+    return PerTaskGradients(values, tasks, TaskJacobian([u]), owned)
+
+
+def _differentiable(item: Tensor | GradientEdge) -> bool:
+    return isinstance(item, GradientEdge) or item.requires_grad

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from gradsurgery.engines.per_task_gradients import PerTaskGradients
+from gradsurgery.engines.per_task_gradients import OwnedGradients, PerTaskGradients
 from gradsurgery.jacobian import TaskJacobian
 
 __all__ = ["SharedInputJacobian"]
@@ -45,12 +45,19 @@ class SharedInputJacobian:
 
     Args:
         params: the parameters to differentiate (shared and task-specific alike).
+        shared: which of them are shared, when known. Then only the shared ones get ``(m, ...)``
+            Jacobian blocks; every other one keeps the gradient of each task that reaches it
+            once (``owned``): no zero rows for the tasks that do not (None: blocks for all).
     """
 
-    def __init__(self, params: Sequence[Tensor]) -> None:
+    def __init__(self, params: Sequence[Tensor], shared: Sequence[bool] | None = None) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("SharedInputJacobian needs at least one parameter")
+        if shared is not None and len(shared) != len(self.params):
+            raise ValueError(f"{len(shared)} shared flags for {len(self.params)} parameters")
+        # with nothing shared there is nothing to split off (the caller reports that)
+        self.shared = list(shared) if shared is not None and any(shared) else None
 
     def __call__(
         self,
@@ -78,9 +85,15 @@ class SharedInputJacobian:
             values = torch.stack([loss.detach() for loss in items])
         m = len(items)
         seed = torch.ones((), dtype=values.dtype, device=values.device)
+        rows = [k for k, s in enumerate(self.shared or [True] * len(self.params)) if s]
+        others = [k for k in range(len(self.params)) if k not in set(rows)]
         # Every row is written below (a gradient, or zeros where a loss does not reach a parameter),
         # so the blocks need no zero fill first.
-        blocks = [torch.empty((m, *p.shape), dtype=p.dtype, device=p.device) for p in self.params]
+        blocks = [
+            torch.empty((m, *p.shape), dtype=p.dtype, device=p.device)
+            for p in (self.params[k] for k in rows)
+        ]
+        owned: tuple[list[Tensor], list[Tensor], list[int]] = ([], [], [])
         for i, loss in enumerate(items):
             if loss is None or (isinstance(loss, Tensor) and not loss.requires_grad):
                 for block in blocks:  # a constant loss: zero gradient
@@ -93,14 +106,21 @@ class SharedInputJacobian:
                 retain_graph=retain_graph or i < m - 1,
                 allow_unused=True,
             )
-            for block, g in zip(blocks, grads, strict=True):
+            for block, k in zip(blocks, rows, strict=True):
+                g = grads[k]
                 if g is None:
                     block[i].zero_()
                 else:
                     block[i].copy_(g)
+            for k in others:
+                if grads[k] is not None:
+                    owned[0].append(self.params[k])
+                    owned[1].append(grads[k])
+                    owned[2].append(i)
         if tasks is None:
             tasks = torch.arange(m, device=values.device)
-        return PerTaskGradients(values, tasks, TaskJacobian(blocks))
+        kept = OwnedGradients(*owned) if self.shared is not None else None
+        return PerTaskGradients(values, tasks, TaskJacobian(blocks), kept)
 
 
 def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:

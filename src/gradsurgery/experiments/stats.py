@@ -87,6 +87,11 @@ def t_quantile(p: float, df: float) -> float:
         raise ValueError(f"p must lie in (0, 1), got {p}")
     if p == 0.5:
         return 0.0
+    if abs(p - 0.5) < 1e-7:
+        # The cdf cannot resolve p − ½ this small; the quantile is (p − ½)/f(0) to O((p − ½)³),
+        # f(0) = Γ((ν+1)/2) / (√(νπ) Γ(ν/2)) the density at 0.
+        log_f0 = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+        return (p - 0.5) / math.exp(log_f0)
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
     hi = 1.0
