@@ -40,6 +40,7 @@ it on the host once per step (their docstrings say so).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ from gradsurgery.engines.task_partitioned import (
     TaskBatch,
     TaskPartitionedJacobian,
     check_per_sample,
+    function_key,
 )
 from gradsurgery.errors import LossShapeError
 from gradsurgery.finite import CheckFinite, FiniteCheck
@@ -113,6 +115,10 @@ class MultiTaskBackward:
             tragic-triad statistics on its steps (``every``): on those steps even ``"sum"``
             computes per-task gradients (the same update, summed in another order).
         strategy: how :meth:`backward_partitioned` vectorizes (``"auto"``, ``"vmap"``, ``"loop"``).
+        compile: compile :meth:`backward_partitioned`'s vectorized per-task gradient function
+            with ``torch.compile`` (True, or a dict of its options; None: on when ``params`` is
+            a compiled model, off otherwise). See
+            :class:`~gradsurgery.engines.task_partitioned.TaskPartitionedJacobian`.
         **method_kwargs: passed to the method when ``method`` is a name.
 
     Example:
@@ -136,6 +142,7 @@ class MultiTaskBackward:
         check_finite: CheckFinite = True,
         monitor: TriadMonitor | None = None,
         strategy: Strategy = "auto",
+        compile: bool | dict[str, Any] | None = None,
         **method_kwargs: Any,
     ) -> None:
         self.module = params if isinstance(params, nn.Module) else None
@@ -167,8 +174,10 @@ class MultiTaskBackward:
         self._finite = FiniteCheck(check_finite, self._task_label)
         self.monitor = monitor
         self.strategy: Strategy = strategy
+        self.compile = compile
         self._partitioned: TaskPartitionedJacobian | None = None
         self._owner_indices: dict[tuple[tuple[int, ...], str], Tensor] = {}
+        self._compiled_losses: dict[tuple[int, ...], Callable[..., Tensor]] = {}
         self.step = 0
 
     # ------------------------------------------------------------------ public entry points
@@ -256,15 +265,41 @@ class MultiTaskBackward:
         groups = self._layout(task_ids, layout)
         groups.check_batch(batch)
         if not self.needs_task_gradients:
-            per_sample = loss_fn(self.module, *batch)
+            per_sample = self._per_sample_losses(loss_fn, batch)
             check_per_sample(per_sample, groups.n)
             return self._backward_weighted_sum(groups.segment_means(per_sample), groups.tasks)
         if self._partitioned is None:
-            self._partitioned = TaskPartitionedJacobian(self.module, self.strategy)
+            self._partitioned = TaskPartitionedJacobian(self.module, self.strategy, self.compile)
             if [id(p) for p in self._partitioned.params] != [id(p) for p in self.params]:
                 raise RuntimeError("internal: module parameters changed since construction")
         grads = self._partitioned(loss_fn, batch, groups, self.num_tasks)
         return self._apply(grads, representation=None)
+
+    def _per_sample_losses(
+        self, loss_fn: Callable[..., Tensor], batch: tuple[Tensor, ...]
+    ) -> Tensor:
+        """``loss_fn(module, *batch)``; with ``compile``, through ``torch.compile`` (once per loss
+        function; eagerly, with a warning, if compiling fails)."""
+        assert self.module is not None
+        if not self.compile:
+            return loss_fn(self.module, *batch)
+        key = function_key(loss_fn)
+        fn = self._compiled_losses.get(key)
+        if fn is None:
+            module, options = self.module, self.compile if isinstance(self.compile, dict) else {}
+            fn = self._compiled_losses[key] = torch.compile(
+                lambda *b: loss_fn(module, *b), **options
+            )
+        try:
+            return fn(*batch)
+        except Exception as e:
+            warnings.warn(
+                f"torch.compile of the loss function failed ({type(e).__name__}: {e}); running "
+                "it without compiling",
+                stacklevel=3,
+            )
+            self.compile = False
+            return loss_fn(self.module, *batch)
 
     def flush(self) -> None:
         """Finish the checks still pending under ``check_finite="lazy"`` (raising

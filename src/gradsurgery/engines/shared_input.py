@@ -99,13 +99,18 @@ class SharedInputJacobian:
                 for block in blocks:  # a constant loss: zero gradient
                     block[i].zero_()
                 continue
-            grads = torch.autograd.grad(
-                [loss],
-                self.params,
-                grad_outputs=[seed],
-                retain_graph=retain_graph or i < m - 1,
-                allow_unused=True,
-            )
+            try:
+                grads = torch.autograd.grad(
+                    [loss],
+                    self.params,
+                    grad_outputs=[seed],
+                    retain_graph=retain_graph or i < m - 1,
+                    allow_unused=True,
+                )
+            except RuntimeError as e:
+                if "donated buffer" in str(e):
+                    raise RuntimeError(_DONATED) from e
+                raise
             for block, k in zip(blocks, rows, strict=True):
                 g = grads[k]
                 if g is None:
@@ -121,6 +126,15 @@ class SharedInputJacobian:
             tasks = torch.arange(m, device=values.device)
         kept = OwnedGradients(*owned) if self.shared is not None else None
         return PerTaskGradients(values, tasks, TaskJacobian(blocks), kept)
+
+
+_DONATED = (
+    "the losses come from a torch.compile'd graph whose backward donates its saved buffers, so it "
+    "can run once only, and the exact shared-input gradients need one pass per task. Compile "
+    "without donated buffers (torch._functorch.config.donated_buffer=False, set before the "
+    "compiled function's first call), or pass representation=z (one pass through the compiled "
+    "trunk; approximate), or compute the losses outside the compiled region."
+)
 
 
 def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +57,13 @@ from gradsurgery.engines.shared_input import SharedInputJacobian
 from gradsurgery.errors import LossShapeError
 from gradsurgery.jacobian import TaskJacobian
 
-__all__ = ["PerSampleLossFn", "TaskBatch", "TaskPartitionedJacobian", "group_by_task"]
+__all__ = [
+    "PerSampleLossFn",
+    "TaskBatch",
+    "TaskPartitionedJacobian",
+    "function_key",
+    "group_by_task",
+]
 
 #: ``loss_fn(module, *batch) -> (n,)`` per-sample losses.
 PerSampleLossFn = Callable[..., Tensor]
@@ -257,7 +263,7 @@ class _ParameterSwap:
         if not self.plain:
             return functional_call(
                 _LossModule(self.module, loss_fn),
-                dict(zip(self.names, tensors, strict=True)),
+                {"model." + n: t for n, t in zip(self.names, tensors, strict=True)},
                 tuple(batch),
             )
         saved = [(table, name, table[name]) for table, name, _ in self.slots]
@@ -294,19 +300,44 @@ class TaskPartitionedJacobian:
     """Per-task gradients of ``module``'s trainable parameters for a task-partitioned batch.
 
     Args:
-        module: the model. Its trainable parameters (``requires_grad``) are differentiated.
+        module: the model. Its trainable parameters (``requires_grad``) are differentiated. A
+            model compiled by ``torch.compile`` is differentiated through its original module
+            by a per-task gradient function that is compiled itself (``compile`` defaults to
+            on for it): the vectorized pass is not run eagerly, and the model's own compiled
+            calls are left as they are (its parameters are never swapped under its cache).
         strategy: ``"auto"`` (vmap, falling back to the loop with a warning), ``"vmap"`` or
             ``"loop"``.
+        compile: compile the vectorized per-task gradient function with ``torch.compile``
+            (``True``, or a dict of ``torch.compile`` options): one compilation per loss
+            function and batch layout (pass the *same* ``loss_fn`` every step: a new lambda
+            each step would compile each step), then one fused graph per call instead of the
+            functorch transforms' per-op dispatch. None: on for a compiled model, off
+            otherwise. If compiling fails the engine says why and runs eagerly.
     """
 
-    def __init__(self, module: nn.Module, strategy: Strategy = "auto") -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        strategy: Strategy = "auto",
+        compile: bool | dict[str, Any] | None = None,
+    ) -> None:
         if strategy not in ("auto", "vmap", "loop"):
             raise ValueError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}")
+        original = getattr(module, "_orig_mod", None)
+        if isinstance(module, torch._dynamo.eval_frame.OptimizedModule) and isinstance(
+            original, nn.Module
+        ):
+            module = original
+            compile = True if compile is None else compile
         self.module = module
         self.named_params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not self.named_params:
             raise ValueError("the module has no trainable parameters")
         self._swap = _ParameterSwap(module, self.params)
+        self.compile: bool | dict[str, Any] = (
+            bool(compile) if not isinstance(compile, dict) else compile
+        )
+        self._compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
         self.strategy: Strategy = strategy
         reason = _vmap_obstacle(module)
         if reason is not None and strategy != "loop":
@@ -364,20 +395,59 @@ class TaskPartitionedJacobian:
         self, loss_fn: PerSampleLossFn, batch: tuple[Tensor, ...], groups: TaskBatch
     ) -> PerTaskGradients:
         params = tuple(p.detach() for p in self.params)
-        n_max = groups.n_max
-        swap = self._swap
+        segments = [groups.segments(t) for t in batch]
+        per_task = self._per_task_function(loss_fn, groups.n_max, len(segments))
+        try:
+            grads, losses = per_task(params, groups.weights, *segments)
+        except LossShapeError:
+            raise
+        except Exception as e:
+            if not self.compile:
+                raise
+            warnings.warn(
+                f"task-partitioned gradients: torch.compile failed ({type(e).__name__}: {e}); "
+                "computing them without compiling",
+                stacklevel=4,
+            )
+            self.compile = False
+            per_task = self._per_task_function(loss_fn, groups.n_max, len(segments))
+            grads, losses = per_task(params, groups.weights, *segments)
+        return PerTaskGradients(losses.detach(), groups.tasks, TaskJacobian(list(grads)))
+
+    def _per_task_function(
+        self, loss_fn: PerSampleLossFn, n_max: int, num_inputs: int
+    ) -> Callable[..., Any]:
+        """``vmap(grad_and_value(segment loss))`` over the segments, compiled if asked (once per
+        loss function and layout)."""
+        if self.compile:
+            key = (function_key(loss_fn), n_max, num_inputs)
+            if key not in self._compiled:
+                options = self.compile if isinstance(self.compile, dict) else {}
+                self._compiled[key] = torch.compile(
+                    self._vectorized(loss_fn, n_max, num_inputs, traced=True), **options
+                )
+            return self._compiled[key]
+        return self._vectorized(loss_fn, n_max, num_inputs, traced=False)
+
+    def _vectorized(
+        self, loss_fn: PerSampleLossFn, n_max: int, num_inputs: int, traced: bool
+    ) -> Callable[..., Any]:
+        swap, module, names = self._swap, self.module, [n for n, _ in self.named_params]
 
         def segment_loss(params: tuple[Tensor, ...], weights: Tensor, *segment: Tensor) -> Tensor:
-            per_sample = swap(loss_fn, params, segment)
+            if traced:  # functional_call is what torch.compile traces through
+                per_sample = functional_call(
+                    _LossModule(module, loss_fn),
+                    {"model." + n: p for n, p in zip(names, params, strict=True)},
+                    segment,
+                )
+            else:
+                per_sample = swap(loss_fn, params, segment)
             check_per_sample(per_sample, n_max)
             return (per_sample * weights.to(per_sample.dtype)).sum()
 
-        segments = [groups.segments(t) for t in batch]
-        in_dims = (None, 0, *([0] * len(segments)))
-        grads, losses = vmap(grad_and_value(segment_loss), in_dims=in_dims, randomness="different")(
-            params, groups.weights, *segments
-        )
-        return PerTaskGradients(losses.detach(), groups.tasks, TaskJacobian(list(grads)))
+        in_dims = (None, 0, *([0] * num_inputs))
+        return vmap(grad_and_value(segment_loss), in_dims=in_dims, randomness="different")
 
     def _loop(
         self, loss_fn: PerSampleLossFn, batch: tuple[Tensor, ...], groups: TaskBatch
@@ -386,6 +456,15 @@ class TaskPartitionedJacobian:
         check_per_sample(per_sample, groups.n)
         losses = groups.segment_means(per_sample)
         return SharedInputJacobian(self.params)(losses, groups.tasks)
+
+
+def function_key(fn: Callable[..., Any]) -> tuple[int, ...]:
+    """Identity of a loss function, a bound method by its function and instance (a new bound
+    method object is made at every attribute access)."""
+    owner, func = getattr(fn, "__self__", None), getattr(fn, "__func__", None)
+    if owner is not None and func is not None:
+        return (id(func), id(owner))
+    return (id(fn),)
 
 
 def _vmap_obstacle(module: nn.Module) -> str | None:

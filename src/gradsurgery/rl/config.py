@@ -85,6 +85,10 @@ class SACConfig:
             or ``False``.
         fused_adam: the optimizers run as one fused kernel (``torch.optim.Adam(fused=True)``)
             instead of several ops per parameter tensor; False: the default implementation.
+        compile: compile each loss's forward and backward with ``torch.compile``
+            (``MultiTaskBackward(compile=True)``: the vectorized per-task gradients of a method
+            that needs them, the plain loss of the sum): compiled once per loss at the first
+            updates, then a few fused kernels instead of hundreds of small ones.
         task_names: the tasks' names in task-id order (CARE looks up their description
             embeddings; also used in messages).
         log_per_task: add per-task entries (``alpha/3``, ``critic_loss/3``, ...) to
@@ -119,6 +123,7 @@ class SACConfig:
     strategy: Literal["auto", "vmap", "loop"] = "auto"
     check_finite: bool | Literal["lazy"] = "lazy"
     fused_adam: bool = True
+    compile: bool = False
     task_names: tuple[str, ...] | None = None
     log_per_task: bool = False
     seed: int | None = None

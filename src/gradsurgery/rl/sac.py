@@ -186,6 +186,7 @@ class MTSAC:
                 task_names=config.task_names,
                 strategy=config.strategy,
                 check_finite=config.check_finite,
+                compile=config.compile,
                 **kwargs,
             )
             self.backward[name].method.to(self.device)
