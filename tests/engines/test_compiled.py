@@ -19,7 +19,9 @@ def _mlp():
 def _batch():
     g = torch.Generator().manual_seed(1)
     ids = torch.arange(M).repeat_interleave(N)
-    x = torch.cat([torch.randn(M * N, 2, generator=g), (ids[:, None] == torch.arange(M)).float()], 1)
+    x = torch.cat(
+        [torch.randn(M * N, 2, generator=g), (ids[:, None] == torch.arange(M)).float()], 1
+    )
     return x, torch.randn(M * N, 2, generator=g)
 
 
@@ -38,7 +40,9 @@ def test_compiled_per_task_gradients_equal_the_eager_ones_and_compile_once():
     frames = counters["frames"]["ok"]
     again = engine(loss_fn, (x, y), layout, M)
     assert counters["frames"]["ok"] == frames  # the second step reuses the compiled graph
-    for a, b, c in zip(eager.jacobian.blocks, first.jacobian.blocks, again.jacobian.blocks, strict=True):
+    for a, b, c in zip(
+        eager.jacobian.blocks, first.jacobian.blocks, again.jacobian.blocks, strict=True
+    ):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(first.losses, eager.losses)
@@ -90,7 +94,12 @@ def test_a_compiled_transformer_with_dropout_through_backward_losses():
         losses = [((o - y) ** 2).mean() for o, y in zip(compiled(x), ys, strict=True)]
         # the oracle on the same forward (same dropout masks): one autograd.grad per task
         rows = [
-            torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(trunk.parameters()), retain_graph=True)])
+            torch.cat(
+                [
+                    g.flatten()
+                    for g in torch.autograd.grad(loss, list(trunk.parameters()), retain_graph=True)
+                ]
+            )
             for loss in losses
         ]
         result = mtl.backward(losses)

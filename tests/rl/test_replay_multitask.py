@@ -158,3 +158,29 @@ def test_ring_keeps_the_last_capacity_transitions_of_each_task(ids: list[int], c
         keep = mine[-cap:]
         assert rb.task_size(t) == len(keep)
         assert sorted(rb.rewards[t, : len(keep)].tolist()) == sorted(float(j) for j in keep)
+
+
+def test_host_task_ids_take_the_sync_free_path_with_the_same_result() -> None:
+    """Task ids from the host (the environments'): bookkeeping on the host, data by copies, no
+    host synchronisation; the same buffer as with device-side ids. After the first sample that
+    finds every task filled, sampling reads nothing on the host either."""
+    from gradsurgery.profiling import count_ops
+
+    g = torch.Generator().manual_seed(0)
+    a, b = MultiTaskReplay(3, 4, 2, 1), MultiTaskReplay(3, 4, 2, 1)
+    for step in range(7):
+        ids = np.array([0, 1, 2, 2, 0, 2, 2, 2, 2][: 3 + step % 4])
+        n = len(ids)
+        obs, act = torch.randn(n, 2, generator=g).numpy(), torch.randn(n, 1, generator=g).numpy()
+        rew, nxt = np.arange(n, dtype=np.float64) + step, obs + 1
+        done = np.zeros(n, dtype=bool)
+        with count_ops() as c:
+            a.add(ids, obs, act, rew, nxt, done)
+        assert c.syncs == 0, c.sync_events
+        b.add(torch.as_tensor(ids), obs, act, rew, nxt, done)  # a CPU tensor: the same path
+    for key in ("obs", "next_obs", "actions", "rewards", "terminated", "ptr", "size"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=0, atol=0)
+    a.sample(2, torch.Generator().manual_seed(1))
+    with count_ops() as c:
+        a.sample(2, torch.Generator().manual_seed(1))
+    assert c.syncs == 0, c.sync_events

@@ -605,11 +605,29 @@ class MetaWorldVectorEnv:
         return np.asarray(obs)
 
     def step(self, actions: np.ndarray) -> VecStep:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send the actions; with ``strategy="async"`` the workers step while the caller does
+        something else (an update), until :meth:`step_wait`. Sync: the step runs in
+        :meth:`step_wait`."""
+        if getattr(self, "_pending_actions", None) is not None:
+            raise RuntimeError("step_async called twice without step_wait")
         actions = np.asarray(actions, dtype=np.float32).reshape(self.num_tasks, self.action_dim)
+        self._pending_actions = actions
+        if self.strategy == "async":
+            self._guard("step()", lambda: self.vector.step_async(actions))
+
+    def step_wait(self) -> VecStep:
+        """The step sent by :meth:`step_async`."""
+        actions = getattr(self, "_pending_actions", None)
+        if actions is None:
+            raise RuntimeError("step_wait called without step_async")
+        self._pending_actions = None
 
         def run() -> Any:
-            if self.strategy == "async" and self.step_timeout is not None:
-                self.vector.step_async(actions)
+            if self.strategy == "async":
                 return self.vector.step_wait(timeout=self.step_timeout)
             return self.vector.step(actions)
 

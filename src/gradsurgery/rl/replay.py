@@ -42,6 +42,14 @@ from gradsurgery.rl.reward_normalization import RewardNormalizer
 
 __all__ = ["MultiTaskReplay", "SACBatch"]
 
+
+def _host_array(x: Any) -> np.ndarray | None:
+    """Task ids as a host array when they are on the host (numpy, an int, a CPU tensor)."""
+    if isinstance(x, Tensor):
+        return x.detach().numpy() if x.device.type == "cpu" else None
+    return np.asarray(x)
+
+
 ArrayLike = Tensor | np.ndarray
 
 
@@ -130,6 +138,7 @@ class MultiTaskReplay:
         if reward_normalizer is not None and reward_normalizer.num_tasks != num_tasks:
             raise ValueError("the reward normalizer is for a different number of tasks")
         self.reward_normalizer = reward_normalizer or RewardNormalizer(num_tasks, self.device)
+        self._every_task_filled = False  # sizes only grow (a reset or a load clears this)
 
     # ------------------------------------------------------------------ adding
     def add(
@@ -151,6 +160,10 @@ class MultiTaskReplay:
             terminated: ``(n,)`` true terminations (use ``terminated``, not ``truncated``, of a
                 gymnasium step: a time limit is not a terminal state).
         """
+        host_ids = _host_array(task_ids)
+        if host_ids is not None:
+            self._add_host_ids(host_ids.reshape(-1), obs, actions, rewards, next_obs, terminated)
+            return
         ids = self._tensor(task_ids, torch.long).reshape(-1)
         n = ids.shape[0]
         o = self._tensor(obs, self.dtype).reshape(n, self.obs_dim)
@@ -171,21 +184,81 @@ class MultiTaskReplay:
         # More than `capacity` rows of one task in one call: only the last `capacity` survive, as
         # if added one by one (this also keeps the written slots distinct).
         keep = rank >= counts[ids] - self.capacity
-        k_ids, k_rank = ids[keep], rank[keep]
-        slot = (self.ptr[k_ids] + k_rank) % self.capacity
-        self.obs[k_ids, slot] = o[keep]
-        self.next_obs[k_ids, slot] = no[keep]
-        self.actions[k_ids, slot] = a[keep]
-        self.rewards[k_ids, slot] = r[keep]
-        self.terminated[k_ids, slot] = d[keep]
-        self.ptr = (self.ptr + counts) % self.capacity
-        self.size = torch.clamp(self.size + counts, max=self.capacity)
+        self._write(ids[keep], rank[keep], counts, o[keep], no[keep], a[keep], r[keep], d[keep])
         self.reward_normalizer.update(ids, r)
 
+    def _add_host_ids(
+        self,
+        ids: np.ndarray,
+        obs: ArrayLike,
+        actions: ArrayLike,
+        rewards: ArrayLike | float,
+        next_obs: ArrayLike,
+        terminated: ArrayLike | bool,
+    ) -> None:
+        """``add`` with task ids on the host (numpy, a CPU tensor, an int): the bookkeeping is
+        done there, and the data reaches the device by non-blocking copies (no host sync)."""
+        n = ids.shape[0]
+        if n == 0:
+            return
+        if ids.min() < 0 or ids.max() >= self.num_tasks:
+            raise ValueError(f"task ids must lie in [0, {self.num_tasks})")
+        ids = ids.astype(np.int64, copy=False)
+        counts = np.bincount(ids, minlength=self.num_tasks)
+        order = np.argsort(ids, kind="stable")
+        starts = np.cumsum(counts) - counts
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - starts[ids[order]]
+        keep = rank >= counts[ids] - self.capacity
+        device_ids = self._tensor(ids, torch.long)
+        r = self._tensor(rewards, self.dtype).reshape(n)
+        rows = [
+            self._tensor(obs, self.dtype).reshape(n, self.obs_dim),
+            self._tensor(next_obs, self.dtype).reshape(n, self.obs_dim),
+            self._tensor(actions, self.dtype).reshape(n, self.action_dim),
+            r,
+            self._tensor(terminated, self.dtype).reshape(n),
+        ]
+        if keep.all():
+            kept_ids, kept_rank = device_ids, self._tensor(rank, torch.long)
+        else:
+            where = self._tensor(np.flatnonzero(keep), torch.long)
+            kept_ids, kept_rank = device_ids[where], self._tensor(rank[keep], torch.long)
+            rows = [t[where] for t in rows]
+        self._write(kept_ids, kept_rank, self._tensor(counts, torch.long), *rows)
+        self.reward_normalizer.update(device_ids, r)
+
+    def _write(
+        self,
+        ids: Tensor,
+        rank: Tensor,
+        counts: Tensor,
+        o: Tensor,
+        no: Tensor,
+        a: Tensor,
+        r: Tensor,
+        d: Tensor,
+    ) -> None:
+        """Write the kept rows at their slots and advance the rings."""
+        slot = (self.ptr[ids] + rank) % self.capacity
+        self.obs[ids, slot] = o
+        self.next_obs[ids, slot] = no
+        self.actions[ids, slot] = a
+        self.rewards[ids, slot] = r
+        self.terminated[ids, slot] = d
+        self.ptr = (self.ptr + counts) % self.capacity
+        self.size = torch.clamp(self.size + counts, max=self.capacity)
+
     def _tensor(self, x: Any, dtype: torch.dtype) -> Tensor:
-        if isinstance(x, Tensor):
+        """``x`` on the buffer's device; host data goes by a non-blocking copy from pinned
+        memory to an accelerator (no host synchronisation)."""
+        if isinstance(x, Tensor) and x.device.type != "cpu":
             return x.detach().to(self.device, dtype)
-        return torch.as_tensor(np.asarray(x), device=self.device).to(dtype)
+        host = x.detach() if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
+        host = host.to(dtype)
+        if self.device.type == "cpu":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_per_task: int, generator: torch.Generator | None = None) -> SACBatch:
@@ -202,11 +275,13 @@ class MultiTaskReplay:
         """
         if batch_per_task < 1:
             raise ValueError(f"batch_per_task must be >= 1, got {batch_per_task}")
-        empty = (self.size == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(
-                f"cannot sample a task-balanced batch: tasks {empty} have no transition yet"
-            )
+        if not self._every_task_filled:  # a host read, until every task has a transition
+            empty = (self.size == 0).nonzero().flatten().tolist()
+            if empty:
+                raise ValueError(
+                    f"cannot sample a task-balanced batch: tasks {empty} have no transition yet"
+                )
+            self._every_task_filled = True
         m, b = self.num_tasks, batch_per_task
         rng_device = generator.device if generator is not None else self.device
         u = torch.rand(m, b, generator=generator, device=rng_device).to(self.device)
@@ -272,6 +347,7 @@ class MultiTaskReplay:
                     f"replay state has {key}={state[key]}, this buffer {getattr(self, key)}"
                 )
         self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        self._every_task_filled = False
         if not state["has_data"]:
             # Statistics only: the buffer restarts empty.
             self.ptr.zero_()

@@ -108,6 +108,12 @@ def add_rl_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="leave the replay buffer out of checkpoints (smaller; resume refills it)",
     )
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="update while the environments step (best with --strategy async; each update then "
+        "sees the replay as it was one step earlier)",
+    )
     parser.add_argument("--fresh", action="store_true", help="start over, deleting checkpoints")
     parser.add_argument(
         "--stop-after",
@@ -213,6 +219,7 @@ def run_rl(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         threads=args.threads,
         diagnose_every=args.diagnose_every,
+        overlap=args.overlap,
     )
     if cfg.out_dir is None:
         cfg.out_dir = default_out_dir(cfg, spec)

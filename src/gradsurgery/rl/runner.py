@@ -115,6 +115,11 @@ class RLRunConfig:
         diagnose_every: every this many updates, log the tragic-triad statistics of the critic's
             and the actor's task gradients (:mod:`~gradsurgery.rl.gradient_diagnostics`; needs an
             agent with ``backward``, i.e. ``MTSAC``); None: never.
+        overlap: run each step's update while the environments step (``strategy="async"``:
+            the workers simulate while this process updates; on a GPU the update's kernels run
+            meanwhile too). The update of step ``t`` then samples the replay as it was before
+            step ``t``'s transitions were added (one step older than without overlap): a
+            different, equally valid run, reproducible and resumable like any other.
     """
 
     suite: str
@@ -139,6 +144,7 @@ class RLRunConfig:
     plots: bool = True
     keep_checkpoints: int = 2
     diagnose_every: int | None = None
+    overlap: bool = False
 
 
 @dataclass
@@ -197,12 +203,17 @@ def _make_replay(agent: Any, preset: ResolvedPreset, obs_dim: int, action_dim: i
 
 
 def _fingerprint(spec: SuiteSpec, preset: ResolvedPreset, cfg: RLRunConfig) -> dict[str, Any]:
-    """What must match for a checkpoint to be continued (the step budget and device may change)."""
+    """What must match for a checkpoint to be continued. The step budget and how the update is
+    executed may change: the device, the finite check, fused Adam, compilation (they change the
+    result by rounding at most)."""
     agent = preset.to_dict()["agent"]
-    agent.pop("device", None)
+    for key in ("device", "check_finite", "fused_adam", "compile"):
+        agent.pop(key, None)
     budget = preset.budget.to_dict()
     budget.pop("steps")
+    extra = {"overlap": True} if cfg.overlap else {}  # changes which data each update sees
     return {
+        **extra,
         "tasks": list(spec.tasks),
         "suite": spec.name,
         "preset": preset.name,
@@ -527,6 +538,7 @@ def _train_rl(
             plot_learning_curves(series, out, title=plot_title)
         return summary
 
+    batch_per_task = preset.agent.batch_size_per_task
     try:
         while step < budget.steps:
             # Step index `step` (0-based): random actions during the warm-up, then the policy;
@@ -536,17 +548,20 @@ def _train_rl(
             else:
                 actions = np.asarray(agent.act(obs, task_ids), dtype=np.float32)
             learn = step >= budget.warmup_steps and step >= refill_until
-            result = envs.step(actions)
+            envs.step_async(actions)
+            if cfg.overlap and learn:  # update while the environments step
+                acc.add_update(agent.update(replay.sample(batch_per_task, sample_gen)))
+            result = envs.step_wait()
             replay.add(task_ids, obs, actions, result.reward, result.obs, result.terminated)
             ep_return += result.reward
             ep_success |= result.success
             step += 1
             steps_window += 1
             if learn:
-                info = agent.update(replay.sample(preset.agent.batch_size_per_task, sample_gen))
+                if not cfg.overlap:
+                    acc.add_update(agent.update(replay.sample(batch_per_task, sample_gen)))
                 updates += 1
                 updates_window += 1
-                acc.add_update(info)
                 if diagnostics is not None:
                     for row in diagnostics.collect(step):
                         log.write(row)
