@@ -53,6 +53,7 @@ import random
 import statistics
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -555,6 +556,12 @@ def pcgrad_breakdown(m: int, s: Settings, device: torch.device, repeats: int) ->
 # ---------------------------------------------------------------------------------------- report
 
 
+def _events(names: Sequence[str]) -> str:
+    """``a ×3, b`` for a list of event names."""
+    counts = Counter(names)
+    return ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in counts.items())
+
+
 def _fmt_mb(b: int | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:.1f}"
 
@@ -632,7 +639,7 @@ def run_part(
     )
     for name, r in methods.items():
         if r["counts"]["sync_events"]:
-            print(f"  syncs of {name}: {', '.join(r['counts']['sync_events'])}")
+            print(f"  syncs of {name}: {_events(r['counts']['sync_events'])}")
     elem = 4  # float32
     analytic = {
         "jacobian_bytes_m_x_d_shared": m * info["d_shared"] * elem,

@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -248,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         for name, c in res["contenders"].items():
             if c["counts"]["sync_events"]:
-                print(f"  syncs of {name}: {', '.join(c['counts']['sync_events'])}")
+                events = Counter(c["counts"]["sync_events"])
+                text = ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in events.items())
+                print(f"  syncs of {name}: {text}")
         if "target_ratio" in res:
             print(
                 f"  target for ours at the {res['target_sizes']} sizes: ≤ {res['target_ratio']}× "

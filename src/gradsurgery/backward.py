@@ -369,8 +369,7 @@ class MultiTaskBackward:
         total = (agg.weights.to(losses.dtype) * losses).sum()
         if agg.regularizer is not None:
             total = total + agg.regularizer
-        own = [p for p in self.method.parameters() if p.requires_grad]
-        torch.autograd.backward(total, inputs=self.params + own)
+        total.backward()  # exactly loss.backward() of the weighted total: .grad wherever it reaches
         return self._finish(losses, tasks, agg, None, False)
 
     def _task_step(
@@ -568,7 +567,10 @@ def _row_sq_norms(jac: TaskJacobian) -> Tensor:
 def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
     """Add ``grads`` into ``.grad`` as ``Tensor.backward`` does (set when None, else add)."""
     for p, g in zip(params, grads, strict=True):
-        g = g.to(dtype=p.dtype).reshape(p.shape)
+        if g.dtype != p.dtype:
+            g = g.to(p.dtype)
+        if g.shape != p.shape:
+            g = g.reshape(p.shape)
         if p.grad is None:
             p.grad = g
         else:
