@@ -58,3 +58,18 @@ def test_validation():
         jac.combine(torch.ones(3))
     with pytest.raises(ValueError, match="3 entries"):
         jac.split(torch.ones(4))
+
+
+def test_the_cpu_split_k_gramian_equals_the_plain_product():
+    """Long blocks are multiplied in column chunks on the CPU (with and without a remainder)."""
+    from gradsurgery.jacobian import _chunk_size
+
+    g = torch.Generator().manual_seed(0)
+    blocks = [
+        torch.randn(5, 400, 400, generator=g, dtype=torch.float64),  # 160,000: chunks of 800
+        torch.randn(5, 2053, generator=g, dtype=torch.float64),  # prime-ish: 1024 and a tail
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+    ]
+    assert _chunk_size(160_000) == 800 and 2053 % _chunk_size(2053) != 0
+    flat = torch.cat([b.reshape(5, -1) for b in blocks], dim=1)
+    torch.testing.assert_close(TaskJacobian(blocks).gramian(), flat @ flat.T)

@@ -30,6 +30,17 @@ __all__ = ["TaskJacobian", "gramian_dtype"]
 _CHUNK = 1024
 
 
+def _chunk_size(d: int) -> int:
+    """A chunk length near :data:`_CHUNK` that divides ``d`` (no remainder to multiply apart) and
+    is a multiple of 16 floats (chunks start on 64-byte boundaries: a chunk of 1000 was 20% slower),
+    or :data:`_CHUNK` itself when ``d`` has no such divisor in ``[_CHUNK/2, 2·_CHUNK]``."""
+    for offset in range(0, _CHUNK, 16):
+        for size in (_CHUNK - offset, _CHUNK + offset):
+            if _CHUNK // 2 <= size <= 2 * _CHUNK and d % size == 0:
+                return size
+    return _CHUNK
+
+
 def gramian_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype in which Gramians and task weights are computed for gradients of ``dtype``.
 
@@ -93,12 +104,14 @@ class TaskJacobian:
             if flat.dtype != out_dtype:
                 flat = flat.to(out_dtype)
             d = flat.shape[1]
-            if split and d >= 2 * _CHUNK:
-                chunks = d // _CHUNK
-                head = flat[:, : chunks * _CHUNK].reshape(m, chunks, _CHUNK).transpose(0, 1)
-                part = torch.bmm(head, head.transpose(1, 2)).sum(dim=0)
-                if chunks * _CHUNK < d:
-                    tail = flat[:, chunks * _CHUNK :]
+            if split and d >= 2 * _CHUNK and flat.is_contiguous():
+                size = _chunk_size(d)
+                chunks = d // size
+                # (chunks, m, size) view of the first chunks·size columns, without a copy
+                head = flat.as_strided((chunks, m, size), (size, d, 1))
+                part = torch.bmm(head, head.mT).sum(dim=0)
+                if chunks * size < d:
+                    tail = flat[:, chunks * size :]
                     part.addmm_(tail, tail.T)
                 gram = part if gram is None else gram.add_(part)
             else:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,20 +194,19 @@ def count_ops() -> Iterator[OpCount]:
 
 
 @contextmanager
-def host_region() -> Iterator[None]:
+def _marked(flag: ContextVar[bool]) -> Iterator[None]:
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
+def host_region() -> AbstractContextManager[None]:
     """Mark code that runs on the host on any device (see the module docstring)."""
-    token = _IN_HOST_REGION.set(True)
-    try:
-        yield
-    finally:
-        _IN_HOST_REGION.reset(token)
+    return _marked(_IN_HOST_REGION)
 
 
-@contextmanager
-def deferred_read() -> Iterator[None]:
+def deferred_read() -> AbstractContextManager[None]:
     """Mark a read of a value that was copied to the host asynchronously a step earlier."""
-    token = _IN_DEFERRED_READ.set(True)
-    try:
-        yield
-    finally:
-        _IN_DEFERRED_READ.reset(token)
+    return _marked(_IN_DEFERRED_READ)
