@@ -464,7 +464,7 @@ class MultiTaskBackward:
         if specific_jac is not None:
             _accumulate(specific_params, specific_jac.combine(agg.task_specific_weights.detach()))
         if owned is not None:
-            _accumulate(owned.params, owned.scaled(agg.task_specific_weights))
+            _accumulate(owned.params, owned.scaled_(agg.task_specific_weights))
         self._backward_extras(agg, losses)
         return self._finish(losses, tasks, agg, gramian, approximate)
 

@@ -46,15 +46,16 @@ class OwnedGradients:
         norms = torch.stack(torch._foreach_norm(self.grads)).float()
         return torch.zeros(m, device=norms.device).index_add(0, owners, norms.square())
 
-    def scaled(self, weights: Tensor) -> list[Tensor]:
-        """``weights[owner_k] · grads[k]`` for every ``k`` (one fused multiply)."""
-        out = [g.clone() for g in self.grads] if self.grads else []
-        if out:
+    def scaled_(self, weights: Tensor) -> list[Tensor]:
+        """``grads[k] *= weights[owner_k]`` in place (one fused multiply, no copies: the
+        gradients are the engine's own temporaries) and returns them."""
+        if self.grads:
             w = weights.detach()
             torch._foreach_mul_(
-                out, [w[row].to(g.dtype) for g, row in zip(out, self.owners, strict=True)]
+                self.grads,
+                [w[row].to(g.dtype) for g, row in zip(self.grads, self.owners, strict=True)],
             )
-        return out
+        return self.grads
 
 
 @dataclass(frozen=True)
