@@ -17,7 +17,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import json
 import os
@@ -27,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gradsurgery.cli_args import UsageError, key_values, method_args
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -40,10 +41,6 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """A user error found after parsing (unknown method, bad ``--method-arg``): exit code 2."""
 
 
 # ------------------------------------------------------------------------------ `methods`
@@ -128,8 +125,8 @@ def _toy_run(args: argparse.Namespace) -> int:
             f"unknown method(s) {', '.join(unknown) or '(none given)'}; known methods: "
             f"{', '.join(known)}"
         )
-    method_kwargs = _method_args(args.method_arg, methods)
-    landscape_options = dict(_key_value(a, "--landscape-arg") for a in args.landscape_arg)
+    method_kwargs = method_args(args.method_arg, methods)
+    landscape_options = key_values(args.landscape_arg, "--landscape-arg")
     try:
         land.resolve_options(landscape_options)
     except TypeError as e:
@@ -200,37 +197,6 @@ def _table(results: Sequence[Any]) -> str:
             f"{r.wall_time_s:>9.1f}"
         )
     return "\n".join(rows)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _key_value(text: str, flag: str, form: str = "KEY=VALUE") -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise UsageError(f"{flag} expects {form}, got {text!r}")
-    return key.strip(), _parse_value(value.strip())
-
-
-def _method_args(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        target, value = _key_value(item, "--method-arg", "METHOD.KEY=VALUE")
-        method, dot, key = target.partition(".")
-        method = method.lower()
-        if not dot or not key:
-            raise UsageError(f"--method-arg expects METHOD.KEY=VALUE, got {item!r}")
-        if method not in methods:
-            raise UsageError(
-                f"--method-arg {item!r} is for {method!r}, which is not among --methods "
-                f"({', '.join(methods)})"
-            )
-        out.setdefault(method, {})[key] = value
-    return out
 
 
 def _parse_start(text: str) -> tuple[float, float]:

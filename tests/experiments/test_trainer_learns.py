@@ -15,9 +15,9 @@ from gradsurgery.experiments import (
     Trainer,
     benchmark_setup,
     build_model,
-    seed_everything,
 )
 from gradsurgery.models import RoutingNetwork, TaskConditionedNetwork
+from gradsurgery.runtime import seed_everything
 
 
 def _fit(benchmark: str, out: Path | None = None, **cfg) -> tuple[Trainer, object]:

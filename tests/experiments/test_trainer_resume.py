@@ -16,8 +16,8 @@ from gradsurgery.experiments import (
     Trainer,
     benchmark_setup,
     build_model,
-    seed_everything,
 )
+from gradsurgery.runtime import seed_everything
 
 
 class Killed(Exception):

@@ -2,7 +2,7 @@
 
 * :class:`Trainer` / :class:`TrainConfig` — train any model with any registered method; per-task
   evaluation, JSONL/TensorBoard logs, tragic-triad diagnostics, deterministic resume from atomic
-  checkpoints (:mod:`.trainer`, :mod:`.checkpoint`).
+  checkpoints (:mod:`.trainer`, :mod:`gradsurgery.runtime`).
 * :func:`benchmark_setup` — a benchmark's models, losses and default budget (:mod:`.benchmarks`).
 * :class:`RunSpec` / :func:`train_benchmark` — one (benchmark, method, seed) run (:mod:`.runner`).
 * :func:`run_comparison` — every method × seed (and single-task baselines) in parallel, resumable,
@@ -20,46 +20,28 @@ from gradsurgery.experiments.benchmarks import (
     setup_names,
     task_loss,
 )
-from gradsurgery.experiments.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    atomic_write_bytes,
-    load_checkpoint,
-    save_checkpoint,
-)
 from gradsurgery.experiments.compare import CompareConfig, resolve_methods, run_comparison
 from gradsurgery.experiments.report import write_report
 from gradsurgery.experiments.runner import RunSpec, execute_run, train_benchmark
-from gradsurgery.experiments.seeding import seed_everything
-from gradsurgery.experiments.stats import MeanCI, mean_ci, t_quantile
 from gradsurgery.experiments.trainer import StopTraining, TrainConfig, Trainer, TrainResult
 
 __all__ = [
     "BenchmarkSetup",
     "Budget",
-    "CheckpointError",
-    "CheckpointManager",
     "CompareConfig",
-    "MeanCI",
     "RunSpec",
     "StopTraining",
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "atomic_write_bytes",
     "benchmark_setup",
     "build_model",
     "execute_run",
-    "load_checkpoint",
     "load_splits",
-    "mean_ci",
     "resolve_benchmark",
     "resolve_methods",
     "run_comparison",
-    "save_checkpoint",
-    "seed_everything",
     "setup_names",
-    "t_quantile",
     "task_loss",
     "train_benchmark",
     "write_report",

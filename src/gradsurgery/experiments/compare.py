@@ -47,9 +47,9 @@ from typing import Any
 import torch
 
 from gradsurgery.experiments.benchmarks import benchmark_setup, resolve_benchmark
-from gradsurgery.experiments.checkpoint import atomic_write_json
-from gradsurgery.experiments.runlog import cpu_count
 from gradsurgery.experiments.runner import RunSpec, execute_run
+from gradsurgery.runtime.checkpoint import atomic_write_json
+from gradsurgery.runtime.runlog import cpu_count
 
 __all__ = [
     "DEFAULT_METHODS",

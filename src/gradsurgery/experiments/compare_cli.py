@@ -22,28 +22,15 @@ arguments.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from gradsurgery.cli_args import UsageError, method_args
 
 __all__ = ["COMMAND", "add_compare_arguments", "add_compare_parser", "parse_seeds", "run_compare"]
 
 HELP = "compare multi-task methods on a supervised benchmark: table (mean ± CI, Δm%), curves"
-
-
-class _UsageError(Exception):
-    pass
-
-
-def _usage_error(message: str) -> Exception:
-    """``gradsurgery.cli.UsageError`` (exit status 2 there) when available."""
-    try:
-        from gradsurgery.cli import UsageError
-    except ImportError:  # pragma: no cover - the CLI module is part of the package
-        return _UsageError(message)
-    return UsageError(message)
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,38 +131,18 @@ def parse_seeds(text: str) -> list[int]:
                 raise ValueError
             seeds = list(range(n))
     except ValueError:
-        raise _usage_error(
+        raise UsageError(
             f"--seeds expects a positive count or a comma-separated list, got {text!r}"
         ) from None
     if len(set(seeds)) != len(seeds):
-        raise _usage_error(f"--seeds lists a seed twice: {text!r}")
+        raise UsageError(f"--seeds lists a seed twice: {text!r}")
     return seeds
 
 
-def _method_args(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _resolve_method(name: str) -> str:
     from gradsurgery.experiments.compare import resolve_methods
 
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        target, sep, value = item.partition("=")
-        method, dot, key = target.strip().partition(".")
-        if not sep or not dot or not method or not key:
-            raise _usage_error(f"--method-arg expects METHOD.KEY=VALUE, got {item!r}")
-        try:
-            name = resolve_methods([method])[0]
-        except KeyError as e:
-            raise _usage_error(f"--method-arg {item!r}: {e.args[0]}") from None
-        if name not in methods:
-            raise _usage_error(
-                f"--method-arg {item!r} is for {name!r}, which is not among --methods "
-                f"({', '.join(methods)})"
-            )
-        try:
-            parsed: Any = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            parsed = value.strip()
-        out.setdefault(name, {})[key.strip()] = parsed
-    return out
+    return resolve_methods([name])[0]
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -192,23 +159,23 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         import_plugins(args.imports)
     except ImportError as e:
-        raise _usage_error(f"--import: {e}") from None
+        raise UsageError(f"--import: {e}") from None
     try:
         setup = benchmark_setup(args.benchmark)
     except KeyError as e:
-        raise _usage_error(e.args[0]) from None
+        raise UsageError(e.args[0]) from None
     if args.model is not None and args.model not in setup.models:
-        raise _usage_error(
+        raise UsageError(
             f"{setup.name} has no model {args.model!r}; models: {', '.join(setup.models)}"
         )
     if setup.needs_root and args.data_root is None:
-        raise _usage_error(f"{setup.name} reads your local files: pass --data-root")
+        raise UsageError(f"{setup.name} reads your local files: pass --data-root")
     defaulted = args.methods is None
     requested = list(DEFAULT_METHODS) if defaulted else args.methods.split(",")
     try:
         methods = resolve_methods(requested, skip_unregistered=defaulted)
     except KeyError as e:
-        raise _usage_error(e.args[0]) from None
+        raise UsageError(e.args[0]) from None
     if defaulted:
         registered = {m.replace("_", "") for m in methods}
         skipped = [m for m in DEFAULT_METHODS if m.replace("_", "") not in registered]
@@ -224,7 +191,7 @@ def run_compare(args: argparse.Namespace) -> int:
     }
     for name, value in positive.items():
         if value is not None and value < 1:
-            raise _usage_error(f"{name} must be a positive integer, got {value}")
+            raise UsageError(f"{name} must be a positive integer, got {value}")
     config = CompareConfig(
         benchmark=setup.name,
         methods=methods,
@@ -236,7 +203,7 @@ def run_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         eval_every=args.eval_every,
-        method_kwargs=_method_args(args.method_arg, methods),
+        method_kwargs=method_args(args.method_arg, methods, _resolve_method),
         diagnostics=args.diagnostics,
         representation=args.representation,
         device=args.device,
@@ -250,7 +217,7 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         outcome = run_comparison(config)
     except (KeyError, ValueError) as e:
-        raise _usage_error(str(e.args[0]) if e.args else str(e)) from None
+        raise UsageError(str(e.args[0]) if e.args else str(e)) from None
     markdown = Path(outcome.report["markdown"])
     table = [line for line in markdown.read_text().splitlines() if line.startswith("|")]
     print("\n".join(["", *table, ""]))

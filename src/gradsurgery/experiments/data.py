@@ -38,7 +38,7 @@ from gradsurgery.data import (
     TaskPartitionedDataset,
     TensorMultiTaskDataset,
 )
-from gradsurgery.experiments.seeding import derive_seed
+from gradsurgery.runtime.seeding import derive_seed
 
 __all__ = ["Batch", "BatchSource", "EpochOrder", "batch_to", "restrict_tasks", "sub_spec"]
 

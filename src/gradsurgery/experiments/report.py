@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from gradsurgery.data import BenchmarkSpec, benchmark_spec
-from gradsurgery.experiments.checkpoint import atomic_write_json, atomic_write_text
 from gradsurgery.experiments.runner import SINGLE_TASK, RunSpec, read_result
-from gradsurgery.experiments.stats import MeanCI, mean_ci
 from gradsurgery.metrics import delta_m
+from gradsurgery.runtime.checkpoint import atomic_write_json, atomic_write_text
+from gradsurgery.runtime.stats import MeanCI, mean_ci
 
 __all__ = ["collect", "summarize", "write_report"]
 

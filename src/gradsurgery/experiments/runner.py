@@ -34,10 +34,10 @@ from gradsurgery.experiments.benchmarks import (
     load_splits,
     with_budget,
 )
-from gradsurgery.experiments.checkpoint import atomic_write_json, atomic_write_text
 from gradsurgery.experiments.data import restrict_tasks
-from gradsurgery.experiments.seeding import seed_everything
 from gradsurgery.experiments.trainer import TrainConfig, Trainer, TrainResult
+from gradsurgery.runtime.checkpoint import atomic_write_json, atomic_write_text
+from gradsurgery.runtime.seeding import seed_everything
 
 __all__ = [
     "SINGLE_TASK",
@@ -163,7 +163,7 @@ def train_benchmark(
 
 def _prune_checkpoints(directory: Path) -> None:
     """A finished run needs no resume point: keep only its final checkpoint (the trained model)."""
-    from gradsurgery.experiments.checkpoint import CheckpointManager
+    from gradsurgery.runtime.checkpoint import CheckpointManager
 
     for old in CheckpointManager(directory).checkpoints()[:-1]:
         old.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ Files in ``out_dir`` (all optional: ``out_dir=None`` writes nothing and cannot r
 
 * ``checkpoints/step-XXXXXXXX.ckpt`` — written atomically at every evaluation (or every
   ``checkpoint_every`` steps) and at the end; the newest two are kept
-  (:mod:`~gradsurgery.experiments.checkpoint`);
+  (:mod:`~gradsurgery.runtime.checkpoint`);
 * ``train.jsonl`` — one row per step (``{"type": "train", "step", "epoch", "loss": {task: v},
   "weights": {task: w}, "time_s"}``, every ``log_every`` steps) and one per evaluation
   (``{"type": "eval", "step", "metrics": {task: {metric: v}}, "eval_loss", "train_loss"}``);
@@ -43,14 +43,14 @@ to the checkpoint's step before the run continues.
 Timing: the time of a step is forward + backward (the method's work included) + optimizer step, on
 the host clock (after ``torch.cuda.synchronize`` on a GPU); data loading and evaluation excluded.
 Reported: the median over all steps (robust to the first steps' warm-up) and the mean.
-Peak memory: :class:`~gradsurgery.experiments.runlog.PeakMemory` (CUDA: ``max_memory_allocated``;
+Peak memory: :class:`~gradsurgery.runtime.runlog.PeakMemory` (CUDA: ``max_memory_allocated``;
 CPU: peak RSS increase), measured from the second step of each session on (the first step's one-time
 allocations — autograd and ``vmap`` setup, lazily created buffers — would otherwise dominate small
 models) and maximized over the sessions of a resumed run.
 
 Example:
     >>> from gradsurgery.experiments import Trainer, TrainConfig, benchmark_setup, build_model
-    >>> from gradsurgery.experiments import seed_everything
+    >>> from gradsurgery.runtime import seed_everything
     >>> from gradsurgery.data import load_benchmark
     >>> train, test = load_benchmark("multidigits", "train"), load_benchmark("multidigits", "test")
     >>> seed_everything(0)
@@ -79,23 +79,23 @@ from gradsurgery.backward import MultiTaskBackward, StepResult
 from gradsurgery.data import MultiTaskDataset
 from gradsurgery.diagnostics import TriadMonitor
 from gradsurgery.experiments.benchmarks import partitioned_loss, task_loss
-from gradsurgery.experiments.checkpoint import CheckpointManager
 from gradsurgery.experiments.data import Batch, BatchSource, EpochOrder, batch_to
-from gradsurgery.experiments.runlog import (
+from gradsurgery.metrics import MultiTaskEvaluator
+from gradsurgery.models import MultiTaskModel, RoutingNetwork
+from gradsurgery.runtime.checkpoint import CheckpointManager
+from gradsurgery.runtime.runlog import (
     JsonlLog,
     PeakMemory,
     Progress,
-    finite_or_none,
     tensorboard_writer,
 )
-from gradsurgery.experiments.seeding import (
+from gradsurgery.runtime.seeding import (
     capture_rng_state,
     derive_seed,
     restore_rng_state,
     seed_everything,
 )
-from gradsurgery.metrics import MultiTaskEvaluator
-from gradsurgery.models import MultiTaskModel, RoutingNetwork
+from gradsurgery.runtime.values import differences, finite_or_none
 
 __all__ = [
     "StopTraining",
@@ -408,7 +408,7 @@ class Trainer:
             raise ValueError(f"not a trainer checkpoint (format {state.get('format')!r})")
         mine, theirs = self.fingerprint(), state["fingerprint"]
         if mine != theirs:
-            diffs = _differences(theirs, mine)
+            diffs = differences(theirs, mine, template="{key}: checkpoint {old!r}, now {new!r}")
             raise ValueError(
                 "the checkpoint was written by a different run configuration ("
                 + "; ".join(diffs[:8])
@@ -710,14 +710,3 @@ def _plot_triad(jsonl: Path) -> None:
         plot_triad(jsonl, jsonl.with_suffix(".png"))
     except Exception:  # a figure is a convenience; never fail a finished run over it
         pass
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    if old != new:
-        return [f"{prefix.rstrip('.')}: checkpoint {old!r}, now {new!r}"]
-    return []

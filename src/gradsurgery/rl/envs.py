@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import multiprocessing
 import pickle
 import time
@@ -70,6 +69,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from gradsurgery.runtime.seeding import derive_seed
+
 __all__ = [
     "NAMED_SUITES",
     "EnvCrashedError",
@@ -78,7 +79,6 @@ __all__ = [
     "SuiteSpec",
     "VecStep",
     "all_task_names",
-    "env_seed",
     "make_metaworld_envs",
     "make_task_env",
     "require_metaworld",
@@ -104,12 +104,6 @@ def require_metaworld() -> Any:
             "(metaworld>=3.1,<3.2 with MuJoCo 3.3 wheels; it also needs 'packaging')"
         ) from e
     return metaworld
-
-
-def env_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed determined by ``seed`` and ``keys`` (stable across processes and versions)."""
-    text = ":".join(str(k) for k in (int(seed), *keys))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 # ------------------------------------------------------------------------------ errors
@@ -717,7 +711,7 @@ def make_metaworld_envs(
     goals = sample_goals(spec, protocol.num_goals, goal_seed, envs=None if raw[0] is None else raw)
     fns = [
         functools.partial(
-            make_task_env, i, task, goals[i], protocol, env_seed(seed, "goal-select", i), raw[i]
+            make_task_env, i, task, goals[i], protocol, derive_seed(seed, "goal-select", i), raw[i]
         )
         for i, task in enumerate(spec.tasks)
     ]

@@ -47,6 +47,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gradsurgery.runtime.values import finite_or_none
+
 __all__ = ["EvalResult", "EvalSeries", "PolicyLike", "evaluate", "plot_learning_curves"]
 
 
@@ -90,11 +92,11 @@ class EvalResult:
         out: dict[str, Any] = {
             "step": int(self.step),
             "mean_success": self.mean_success,
-            "mean_return": _finite(self.mean_return),
+            "mean_return": finite_or_none(self.mean_return),
             "episodes": int(self.episodes),
             "wall_s": float(self.wall_s),
             "success": {t: float(v) for t, v in zip(self.tasks, self.success, strict=True)},
-            "return": {t: _finite(v) for t, v in zip(self.tasks, self.returns, strict=True)},
+            "return": {t: finite_or_none(v) for t, v in zip(self.tasks, self.returns, strict=True)},
         }
         if self.lengths is not None:
             out["length"] = {t: float(v) for t, v in zip(self.tasks, self.lengths, strict=True)}
@@ -115,11 +117,6 @@ class EvalResult:
             lengths=None if lengths is None else np.array([lengths[t] for t in tasks]),
             wall_s=float(data.get("wall_s", 0.0)),
         )
-
-
-def _finite(x: Any) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def evaluate(
@@ -259,7 +256,7 @@ class EvalSeries:
             "num_evaluations": len(self.results),
             "final_step": int(final.step),
             "final_mean_success": final.mean_success,
-            "final_mean_return": _finite(final.mean_return),
+            "final_mean_return": finite_or_none(final.mean_return),
             "final_success": {t: float(v) for t, v in zip(self.tasks, final.success, strict=True)},
             "best_mean_success": best.mean_success,
             "best_step": int(best.step),

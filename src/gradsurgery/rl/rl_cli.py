@@ -19,12 +19,12 @@ over). Everything goes to ``--out`` (default ``runs/rl/<suite>_<method>_<preset>
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 from typing import Any
 
-from gradsurgery.cli import Command, UsageError
+from gradsurgery.cli import Command
+from gradsurgery.cli_args import UsageError, key_values
 
 __all__ = ["COMMAND", "add_rl_arguments", "add_rl_parser", "run_rl"]
 
@@ -133,23 +133,6 @@ def add_rl_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = _parse_value(value.strip())
-    return out
-
-
 def _list_presets() -> int:
     from gradsurgery.rl.presets import PRESETS
 
@@ -209,10 +192,10 @@ def run_rl(args: argparse.Namespace) -> int:
         steps=args.steps,
         strategy=args.strategy,
         save_replay=args.save_replay,
-        method_kwargs=_pairs(args.method_arg, "--method-arg"),
-        agent=_pairs(args.agent_arg, "--agent-arg"),
-        budget=_pairs(args.budget_arg, "--budget-arg"),
-        protocol=_pairs(args.protocol_arg, "--protocol-arg"),
+        method_kwargs=key_values(args.method_arg, "--method-arg"),
+        agent=key_values(args.agent_arg, "--agent-arg"),
+        budget=key_values(args.budget_arg, "--budget-arg"),
+        protocol=key_values(args.protocol_arg, "--protocol-arg"),
         regularized=args.regularized,
         resume=not args.fresh,
         stop_after_steps=args.stop_after,

@@ -16,7 +16,7 @@
    evaluation; with ``diagnose_every``, gradient-conflict rows of the critic and the actor:
    :mod:`~gradsurgery.rl.gradient_diagnostics`), TensorBoard events (when TensorBoard is
    installed), ``learning_curves.png`` and ``curves/<task>.png``.
-4. Checkpoints atomically (:mod:`gradsurgery.experiments.checkpoint`, the newest two kept) at the
+4. Checkpoints atomically (:mod:`gradsurgery.runtime.checkpoint`, the newest two kept) at the
    first episode boundary at or after every ``checkpoint_every`` steps and at the end.
 
 Resume. Running the same command again continues from the newest checkpoint (``resume=False``
@@ -58,13 +58,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from gradsurgery.experiments.checkpoint import CheckpointManager, atomic_write_json
-from gradsurgery.experiments.runlog import JsonlLog, Progress, finite_or_none, tensorboard_writer
-from gradsurgery.experiments.seeding import capture_rng_state, restore_rng_state, seed_everything
 from gradsurgery.rl.envs import (
     MetaWorldVectorEnv,
     SuiteSpec,
-    env_seed,
     make_metaworld_envs,
     resolve_suite,
 )
@@ -72,6 +68,15 @@ from gradsurgery.rl.evaluation import EvalSeries, evaluate, plot_learning_curves
 from gradsurgery.rl.gradient_diagnostics import UpdateDiagnostics, summarize_diagnostics
 from gradsurgery.rl.presets import ResolvedPreset, resolve_preset
 from gradsurgery.rl.update_metrics import MetricSums
+from gradsurgery.runtime.checkpoint import CheckpointManager, atomic_write_json
+from gradsurgery.runtime.runlog import JsonlLog, Progress, tensorboard_writer
+from gradsurgery.runtime.seeding import (
+    capture_rng_state,
+    derive_seed,
+    restore_rng_state,
+    seed_everything,
+)
+from gradsurgery.runtime.values import differences, finite_or_none
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -226,17 +231,6 @@ def _fingerprint(spec: SuiteSpec, preset: ResolvedPreset, cfg: RLRunConfig) -> d
     }
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        a, b = list(a), list(b)
-    return [] if a == b else [f"{prefix.rstrip('.')}: checkpoint {a!r}, now {b!r}"]
-
-
 class _Accumulator:
     """Means of the update statistics and training-episode outcomes between two log rows."""
 
@@ -365,7 +359,9 @@ def _train_rl(
             raise ResumeError(
                 f"{loaded[1]} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}"
             )
-        problems = _diff(ckpt["fingerprint"], fingerprint)
+        problems = differences(
+            ckpt["fingerprint"], fingerprint, template="{key}: checkpoint {old!r}, now {new!r}"
+        )
         if problems:
             raise ResumeError(
                 f"{out} holds a checkpoint of a different run ({'; '.join(problems)}); use another "
@@ -404,9 +400,9 @@ def _train_rl(
         else None
     )
     replay = _make_replay(agent, preset, obs_dim, action_dim)
-    warmup_rng = np.random.Generator(np.random.PCG64(env_seed(cfg.seed, "warmup-actions")))
+    warmup_rng = np.random.Generator(np.random.PCG64(derive_seed(cfg.seed, "warmup-actions")))
     sample_gen = torch.Generator(device=device).manual_seed(
-        env_seed(cfg.seed, "replay-sample") % 2**63
+        derive_seed(cfg.seed, "replay-sample") % 2**63
     )
     series = EvalSeries(spec.tasks)
     acc = _Accumulator(m)

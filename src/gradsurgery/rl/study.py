@@ -8,7 +8,7 @@ the fields that differ, because a success rate only compares with one measured u
 protocol and budget.
 
 For every method the study reports, over its seeds (mean ± sample std, and the Student-t 95 %
-interval of :mod:`gradsurgery.experiments.stats`):
+interval of :mod:`gradsurgery.runtime.stats`):
 
 * ``final_mean_success`` — the last evaluation's success rate averaged over tasks;
 * ``best_mean_success`` — the best such average over the evaluation series (the old papers'
@@ -55,8 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from gradsurgery.experiments.checkpoint import atomic_write_json, atomic_write_text
-from gradsurgery.experiments.stats import mean_ci
+from gradsurgery.runtime.checkpoint import atomic_write_json, atomic_write_text
+from gradsurgery.runtime.stats import mean_ci
+from gradsurgery.runtime.values import differences
 
 __all__ = [
     "RunRecord",
@@ -147,19 +148,10 @@ def setting_of(result: dict[str, Any]) -> dict[str, Any]:
     return {"tasks": list(result["tasks"]), "preset": preset}
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [f"{prefix}: {a!r} vs {b!r}"]
-
-
 def _check_comparable(records: Sequence[RunRecord]) -> dict[str, Any]:
     reference = setting_of(records[0].result)
     for r in records[1:]:
-        diff = _differences(reference, setting_of(r.result))
+        diff = differences(reference, setting_of(r.result))
         if diff:
             shown = "; ".join(diff[:6]) + (f"; ... ({len(diff)} in all)" if len(diff) > 6 else "")
             raise StudyError(

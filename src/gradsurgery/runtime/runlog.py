@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import sys
@@ -35,15 +34,9 @@ from typing import IO, Any
 
 import torch
 
-from gradsurgery.experiments.checkpoint import atomic_write_text
+from gradsurgery.runtime.checkpoint import atomic_write_text
 
-__all__ = ["JsonlLog", "PeakMemory", "Progress", "finite_or_none", "tensorboard_writer"]
-
-
-def finite_or_none(x: float) -> float | None:
-    """JSON has no NaN/inf: such values become None."""
-    x = float(x)
-    return x if math.isfinite(x) else None
+__all__ = ["JsonlLog", "PeakMemory", "Progress", "tensorboard_writer"]
 
 
 class Progress:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradsurgery.experiments.stats import mean_ci, t_cdf, t_quantile
+from gradsurgery.runtime.stats import mean_ci, t_cdf, t_quantile
 
 
 def test_known_numbers() -> None:

@@ -180,9 +180,8 @@ def test_the_rl_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_real_runs_of_the_runner(tmp_path: Path) -> None:
     """Two seeds of a real (stub-agent) run on Meta-World, summarized."""
     pytest.importorskip("metaworld")
-    from test_runner_rl import StubAgent, config
-
     from gradsurgery.rl.runner import train_rl
+    from tests.rl.test_runner import StubAgent, config
 
     for seed in (0, 1):
         train_rl(config(tmp_path / f"s{seed}", seed=seed, steps=48), agent_factory=StubAgent)

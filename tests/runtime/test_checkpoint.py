@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradsurgery.experiments import checkpoint as ckpt
-from gradsurgery.experiments.checkpoint import (
+from gradsurgery.runtime import checkpoint as ckpt
+from gradsurgery.runtime.checkpoint import (
     CheckpointError,
     CheckpointManager,
     atomic_write_bytes,

@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip("metaworld")
 
-from gradsurgery.experiments.checkpoint import CheckpointManager, load_checkpoint
 from gradsurgery.rl.runner import ResumeError, RLRunConfig, train_rl
+from gradsurgery.runtime.checkpoint import CheckpointManager, load_checkpoint
 
 
 class StubAgent:
