@@ -738,7 +738,7 @@ def check_targets(parts: dict[str, Any], device: torch.device) -> list[dict[str,
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings, torch.device]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -764,24 +764,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
-    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    return args, s, device
 
-    t_start = time.perf_counter()
-    result: dict[str, Any] = {
-        "config": {**asdict(s), "device": str(device), "quick": args.quick},
-        "machine": machine_info(device),
-        "parts": {},
-    }
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{result['machine']['cpu']}, device {device}"
-    )
-    load = result["machine"].get("load_average_at_start")
+
+def _warn_if_loaded(machine: dict[str, Any]) -> None:
+    load = machine.get("load_average_at_start")
     if load and os.cpu_count() and load[0] > os.cpu_count():
         print(
             f"WARNING: load average {load[0]:.1f} exceeds the {os.cpu_count()} CPUs: other processes "
             "compete for the cores; absolute times are inflated and noisier (ratios less so)"
         )
+
+
+def _run_parts(parts: set[str], s: Settings, device: torch.device, result: dict[str, Any]) -> None:
     if "partitioned" in parts:
         for m in s.partitioned_tasks:
             contenders, info = partitioned_contenders(m, s, device)
@@ -797,14 +792,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "solver" in parts:
         result["solver"] = solver_overhead(s, device)
         print_solvers(result["solver"], s.solver_tasks)
+
+
+def _run_breakdown(s: Settings, device: torch.device, quick: bool) -> dict[str, Any]:
+    out = {}
+    for m in s.partitioned_tasks:
+        ph = pcgrad_breakdown(m, s, device, repeats=5 if quick else 20)
+        out[f"partitioned_m{m}"] = ph
+        print(f"\n== breakdown of our PCGrad step (task-partitioned, m = {m}), median ms")
+        for k, v in ph.items():
+            print(f"  {k:<40}{v:>9.2f}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args, s, device = _parse(argv)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "config": {**asdict(s), "device": str(device), "quick": args.quick},
+        "machine": machine_info(device),
+        "parts": {},
+    }
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{result['machine']['cpu']}, device {device}"
+    )
+    _warn_if_loaded(result["machine"])
+    _run_parts(parts, s, device, result)
     if args.breakdown:
-        result["breakdown"] = {}
-        for m in s.partitioned_tasks:
-            ph = pcgrad_breakdown(m, s, device, repeats=5 if args.quick else 20)
-            result["breakdown"][f"partitioned_m{m}"] = ph
-            print(f"\n== breakdown of our PCGrad step (task-partitioned, m = {m}), median ms")
-            for k, v in ph.items():
-                print(f"  {k:<40}{v:>9.2f}")
+        result["breakdown"] = _run_breakdown(s, device, args.quick)
     result["targets"] = check_targets(result["parts"], device) if not args.quick else []
     if result["targets"]:
         print("\n== targets from the issue")
