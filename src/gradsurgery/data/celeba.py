@@ -209,8 +209,8 @@ class CelebA(MultiTaskDataset):
 
         path = self.image_dir / self.files[index]
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
+            with Image.open(path) as raw:
+                im = raw.convert("RGB")
                 if self.size is not None:
                     im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)

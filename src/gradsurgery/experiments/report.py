@@ -160,7 +160,7 @@ def summarize(collected: dict[str, Any], spec: BenchmarkSpec) -> dict[str, Any]:
             (by_seed[s].get("memory_measure") for s in seeds if by_seed[s].get("memory_measure")),
             "",
         )
-        diags = [by_seed[s].get("diagnostics") for s in seeds if by_seed[s].get("diagnostics")]
+        diags = [d for s in seeds if (d := by_seed[s].get("diagnostics"))]
         if diags:
             entry["diagnostics"] = {f: _ci([d.get(f) for d in diags]) for f in _DIAG_FIELDS}
         summary[label] = entry

@@ -131,7 +131,7 @@ class JsonlLog:
     @staticmethod
     def read(path: str | Path) -> list[dict[str, Any]]:
         """Every readable row of a JSON Lines file (a cut last line is skipped)."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         p = Path(path)
         if not p.exists():
             return rows

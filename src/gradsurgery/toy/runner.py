@@ -281,7 +281,7 @@ def _as_point(start: Any) -> tuple[float, float]:
     xy = tuple(float(v) for v in start)
     if len(xy) != 2 or not all(math.isfinite(v) for v in xy):
         raise ValueError(f"start must be two finite numbers, got {tuple(start)}")
-    return xy  # type: ignore[return-value]
+    return xy
 
 
 def _triad(g1: tuple[float, float], g2: tuple[float, float]) -> tuple[float, float]:
