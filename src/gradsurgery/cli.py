@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradsurgery.cli_args import UsageError, key_values, method_args
+from gradsurgery.cli_args import UsageError, add_method_arg_option, key_values, method_args
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -94,13 +94,7 @@ def _toy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="(%(default)s)")
     parser.add_argument("--record-every", type=int, help="keep every k-th trajectory point")
     parser.add_argument("--out", type=Path, default=Path("runs/toy"), help="(%(default)s)")
-    parser.add_argument(
-        "--method-arg",
-        action="append",
-        default=[],
-        metavar="METHOD.KEY=VALUE",
-        help="keyword argument of one method, e.g. pcgrad.reduction=mean (repeatable)",
-    )
+    add_method_arg_option(parser)
     parser.add_argument(
         "--landscape-arg",
         action="append",

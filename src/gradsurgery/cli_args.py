@@ -10,12 +10,13 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from gradsurgery.runtime.values import parse_key_value
 
-__all__ = ["UsageError", "key_value", "key_values", "method_args"]
+__all__ = ["UsageError", "add_method_arg_option", "key_value", "key_values", "method_args"]
 
 
 class UsageError(Exception):
@@ -33,6 +34,17 @@ def key_value(text: str, flag: str, form: str = "KEY=VALUE") -> tuple[str, Any]:
 def key_values(items: Iterable[str], flag: str) -> dict[str, Any]:
     """Repeated ``KEY=VALUE`` options into a dict (a later key replaces an earlier one)."""
     return dict(key_value(item, flag) for item in items)
+
+
+def add_method_arg_option(parser: argparse.ArgumentParser) -> None:
+    """Declare the repeatable ``--method-arg METHOD.KEY=VALUE`` option (read by :func:`method_args`)."""
+    parser.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="keyword argument of one method, e.g. pcgrad.reduction=mean (repeatable)",
+    )
 
 
 def method_args(

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradsurgery.cli_args import UsageError, method_args
+from gradsurgery.cli_args import UsageError, add_method_arg_option, method_args
 
 __all__ = ["COMMAND", "add_compare_arguments", "add_compare_parser", "parse_seeds", "run_compare"]
 
@@ -77,13 +77,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, help="torch threads per job (default: max(1, cores // jobs))"
     )
-    parser.add_argument(
-        "--method-arg",
-        action="append",
-        default=[],
-        metavar="METHOD.KEY=VALUE",
-        help="keyword argument of one method, e.g. pcgrad.reduction=mean (repeatable)",
-    )
+    add_method_arg_option(parser)
     parser.add_argument(
         "--data-root", type=Path, help="folder with the benchmark's files (file-based benchmarks)"
     )
