@@ -20,6 +20,9 @@ Task-conditioned models (``model(x, task_ids) -> y``, one output per sample, ``v
 * :class:`TaskConditionedNetwork` (one-hot task input, PCGrad §2.1).
 * :class:`RoutingNetwork` (Rosenbaum et al. 2018), :func:`routing_cifar`; the router is trained by
   :meth:`RoutingNetwork.router_loss` (REINFORCE), separately from the task losses.
+
+Building blocks (MLPs, vmap-safe one-hot task vectors, per-sample gathered heads) are public in
+:mod:`gradsurgery.models.layers`; the RL networks of :mod:`gradsurgery.rl` use them too.
 """
 
 from gradsurgery.models.base import MultiTaskModel

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import mlp_width
+from gradsurgery.models.layers import mlp_width
 from gradsurgery.models.base import MultiTaskModel, Owned
 from gradsurgery.models.lenet import lenet_head, lenet_trunk
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import mlp, mlp_width
+from gradsurgery.models.layers import mlp, mlp_width
 from gradsurgery.models.base import MultiTaskModel, Owned
 
 __all__ = ["HardParameterSharing", "hard_sharing_mlp"]

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import mlp
+from gradsurgery.models.layers import mlp
 from gradsurgery.models.base import MultiTaskModel, Owned
 
 __all__ = ["MMoE"]

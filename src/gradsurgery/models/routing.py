@@ -28,7 +28,7 @@ Here:
   The return of layer ``l``'s action is the final reward plus the bonuses of layers ``≥ l``.
 * Routed layers are linear blocks with ReLU between them. Each block is its own ``nn.Linear``; the
   forward pass applies all of a layer's blocks in one matrix product and keeps each sample's chosen
-  block's output (:func:`~gradsurgery.models._layers.gathered_linear`; ``k``× the flops of one
+  block's output (:func:`~gradsurgery.models.layers.gathered_linear`; ``k``× the flops of one
   block, cheap at these widths), so there is no data-dependent control flow
   and the model runs under ``torch.func.vmap``: the discrete decisions are an *input* of the forward
   pass (``routes``), not a branch in it. Pass the sampled routes in the batch::
@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import gathered_linear
+from gradsurgery.models.layers import gathered_linear
 from gradsurgery.models.base import MultiTaskModel, Owned
 
 __all__ = ["RoutingNetwork", "routing_cifar"]

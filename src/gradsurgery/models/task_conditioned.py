@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import gathered_linear, mlp, mlp_width, task_one_hot
+from gradsurgery.models.layers import gathered_linear, mlp, mlp_width, task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
 
 __all__ = ["TaskConditionedNetwork"]

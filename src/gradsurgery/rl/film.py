@@ -37,7 +37,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import mlp, task_one_hot
+from gradsurgery.models.layers import mlp, task_one_hot
 from gradsurgery.models.base import Owned
 from gradsurgery.rl.networks import TaskNetwork, orthogonal_init
 

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import gathered_linear, mlp, mlp_width, task_one_hot
+from gradsurgery.models.layers import gathered_linear, mlp, mlp_width, task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
 
 __all__ = [

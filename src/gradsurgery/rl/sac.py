@@ -70,7 +70,7 @@ from torch import Tensor, nn
 
 from gradsurgery.backward import MultiTaskBackward, StepResult
 from gradsurgery.engines.task_partitioned import TaskBatch
-from gradsurgery.models._layers import task_one_hot
+from gradsurgery.models.layers import task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
 from gradsurgery.rl.config import SACConfig
 from gradsurgery.rl.networks import Actor, TwinCritic, build_actor, build_critic

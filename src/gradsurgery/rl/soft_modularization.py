@@ -48,7 +48,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models._layers import mlp, task_one_hot
+from gradsurgery.models.layers import mlp, task_one_hot
 from gradsurgery.models.base import Owned
 from gradsurgery.rl.networks import TaskNetwork, orthogonal_init
 

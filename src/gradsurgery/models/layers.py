@@ -1,4 +1,17 @@
-"""Small building blocks shared by the architectures (all of them ``torch.func.vmap``-safe)."""
+"""Small building blocks shared by the architectures (all of them ``torch.func.vmap``-safe).
+
+Public: the supervised models of :mod:`gradsurgery.models` and the reinforcement-learning networks
+of :mod:`gradsurgery.rl` build on them.
+
+Example:
+    >>> import torch
+    >>> net = mlp(3, [8, 8], 2)
+    >>> net(torch.randn(4, 3)).shape, mlp_width(3, [8, 8])
+    (torch.Size([4, 2]), 8)
+    >>> task_one_hot(torch.tensor([0, 2]), 3, torch.float32)
+    tensor([[1., 0., 0.],
+            [0., 0., 1.]])
+"""
 
 from __future__ import annotations
 
@@ -7,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["gathered_linear", "mlp", "task_one_hot"]
+__all__ = ["gathered_linear", "mlp", "mlp_width", "task_one_hot"]
 
 
 def mlp(
