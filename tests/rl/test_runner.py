@@ -127,7 +127,7 @@ def test_run_writes_results_logs_and_checkpoints(
     ckpts = CheckpointManager(tmp_path / "a" / "checkpoints").checkpoints()
     assert [p.name for p in ckpts] == ["step-00000048.ckpt", "step-00000072.ckpt"]  # newest two
     state = load_checkpoint(ckpts[-1])
-    assert state["step"] == 72 and state["replay"]["has_data"] and len(state["envs"]) == 1
+    assert state["run"]["step"] == 72 and state["replay"]["has_data"] and len(state["envs"]) == 1
     assert (tmp_path / "a" / "learning_curves.png").exists()
     assert (tmp_path / "a" / "curves" / "reach-v3.png").exists()
 

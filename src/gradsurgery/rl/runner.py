@@ -16,19 +16,37 @@
    evaluation; with ``diagnose_every``, gradient-conflict rows of the critic and the actor:
    :mod:`~gradsurgery.rl.gradient_diagnostics`), TensorBoard events (when TensorBoard is
    installed), ``learning_curves.png`` and ``curves/<task>.png``.
-4. Checkpoints atomically (:mod:`gradsurgery.runtime.checkpoint`, the newest two kept) at the
-   first episode boundary at or after every ``checkpoint_every`` steps and at the end.
+4. Checkpoints atomically (:class:`~gradsurgery.runtime.resumable.Resumable`, the newest two
+   kept) at the first episode boundary at or after every ``checkpoint_every`` steps and at the end.
+
+The loop (:func:`train_rl`) drives an :class:`RLRun`, whose counters, schedule, evaluation series
+and accumulated statistics are one :class:`RunState`::
+
+    run.resume()
+    while run.state.step < steps:
+        learn = run.learning()
+        run.collect(learn)          # one transition of every task into the replay buffer
+        if learn:
+            run.update()            # one update per step
+        run.maybe_log()
+        run.maybe_evaluate()        # at an episode boundary, when due
+        if run.maybe_checkpoint():  # at an episode boundary, when due; True: a requested stop
+            break
+        run.start_new_episodes()
+    run.finish()                    # unless stopped: the last evaluation and checkpoint
 
 Resume. Running the same command again continues from the newest checkpoint (``resume=False``
-starts over and deletes the old checkpoints). A checkpoint holds the agent (networks, targets,
-optimizers, the multi-task methods' state, temperatures, reward statistics, its generators), the
-replay buffer (optional: ``save_replay``), the runner's generators (warm-up actions, replay
-sampling), the global Python/NumPy/torch generators, every environment's goal generator, the
-counters, the evaluation series and the log position. Checkpoints are written at episode
-boundaries, where an environment's whole state is its goal generator (Meta-World v3 dynamics are
-deterministic given the goal), so a resumed run continues **exactly** as an uninterrupted one
-would: same actions, same updates, same numbers (on the same device and library versions). What
-is not exact:
+starts over and deletes the old checkpoints); a checkpoint of another run configuration, format
+or kind of device is refused (:class:`ResumeError`, listing the differences). A checkpoint holds
+the :class:`RunState` (the counters, the schedule, the evaluation series, the accumulated
+statistics, the log position), the agent (networks, targets, optimizers, the multi-task methods'
+state, temperatures, reward statistics, its generators), the replay buffer (optional:
+``save_replay``), the runner's generators (warm-up actions, replay sampling), the global
+Python/NumPy/torch generators and every environment's goal generator. Checkpoints are written at
+episode boundaries, where an environment's whole state is its goal generator (Meta-World v3
+dynamics are deterministic given the goal), so a resumed run continues **exactly** as an
+uninterrupted one would: same actions, same updates, same numbers, the same checkpoint schedule
+(on the same device and library versions). What is not exact:
 
 * without the replay buffer in the checkpoint (``save_replay=False``) the buffer restarts empty
   and the run first collects ``warmup_steps`` steps with the current policy (no updates);
@@ -66,9 +84,10 @@ from gradsurgery.rl.envs import (
 )
 from gradsurgery.rl.evaluation import EvalSeries, evaluate, plot_learning_curves
 from gradsurgery.rl.gradient_diagnostics import UpdateDiagnostics, summarize_diagnostics
-from gradsurgery.rl.presets import ResolvedPreset, resolve_preset
+from gradsurgery.rl.presets import Budget, ResolvedPreset, resolve_preset
 from gradsurgery.rl.update_metrics import MetricSums
-from gradsurgery.runtime.checkpoint import CheckpointManager, atomic_write_json
+from gradsurgery.runtime.checkpoint import atomic_write_json
+from gradsurgery.runtime.resumable import Resumable, ResumeError
 from gradsurgery.runtime.runlog import JsonlLog, Progress, tensorboard_writer
 from gradsurgery.runtime.seeding import (
     capture_rng_state,
@@ -76,22 +95,25 @@ from gradsurgery.runtime.seeding import (
     restore_rng_state,
     seed_everything,
 )
-from gradsurgery.runtime.values import differences, finite_or_none
+from gradsurgery.runtime.values import finite_or_none
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_KIND",
+    "RLRun",
     "RLRunConfig",
     "RLRunResult",
     "ResumeError",
+    "RunState",
     "default_out_dir",
+    "preset_for_run",
     "train_rl",
 ]
 
-CHECKPOINT_FORMAT = 1
-
-
-class ResumeError(RuntimeError):
-    """The checkpoint in the output directory belongs to a different run."""
+#: The checkpoints' kind and layout number (:mod:`gradsurgery.runtime.resumable`). Format 2: the
+#: loop's counters and records under ``"run"`` (:meth:`RunState.to_state`).
+CHECKPOINT_KIND = "gradsurgery.rl.runner"
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -335,195 +357,479 @@ def _train_rl(
     agent_factory: Callable[[Any, int, int, int], Any] | None,
     envs: MetaWorldVectorEnv | None,
 ) -> RLRunResult:
-    start_wall = time.perf_counter()
-    spec = resolve_suite(cfg.suite)
-    preset = preset_for_run(cfg, spec)
-    budget, protocol = preset.budget, preset.protocol
-    out = Path(cfg.out_dir) if cfg.out_dir is not None else default_out_dir(cfg, spec)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out / "checkpoints"
-    if not cfg.resume:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    """The run loop. A step is one transition of every task; at an episode boundary (every
+    environment's episode ended) an evaluation and a checkpoint when due, or a requested stop."""
+    run = RLRun(cfg, agent_factory=agent_factory, envs=envs)
+    try:
+        run.resume()
+        while run.state.step < run.budget.steps:
+            learn = run.learning()  # the warm-up (and a refill after a resume) is over
+            run.collect(learn)  # with overlap, the update's gradient step runs meanwhile
+            if learn:
+                run.update()
+            run.maybe_log()
+            run.maybe_evaluate()
+            if run.maybe_checkpoint():  # the requested stop
+                break
+            run.start_new_episodes()
+        if run.status == "complete":
+            run.finish()
+    finally:
+        run.close()
+    run.write_result(final=True)
+    return run.result()
+
+
+@dataclass
+class RunState:
+    """The run loop's own state; a checkpoint saves it as a whole (its ``"run"`` entry:
+    :meth:`to_state`) and a resume restores it as a whole (:meth:`from_state`). Next to it a
+    checkpoint holds the agent, the replay buffer, the environments' goal generators and the
+    generators: with those, everything a resumed run needs to continue exactly.
+
+    Attributes:
+        series: the evaluations so far.
+        accumulator: the update statistics and episode outcomes since the last log row.
+        step: vector steps done (one transition of every task each).
+        updates: agent updates done.
+        episodes: training episodes finished (all tasks together).
+        next_eval: the step at or after which the next evaluation is due (at an episode boundary).
+        next_ckpt: the same for the next checkpoint.
+        next_log: the step at or after which the next training log row is written.
+        refill_until: no updates before this step (after a resume from a checkpoint without replay
+            data: the emptied buffer is refilled for ``warmup_steps`` steps first).
+        at_boundary: every environment's episode ended at ``step`` (the final checkpoint need not
+            be at a boundary).
+        resumed_from: the steps at which the run was resumed, in order.
+        wall_s: wall-clock seconds of all sessions, up to the last checkpoint or result.
+    """
+
+    series: EvalSeries
+    accumulator: _Accumulator
+    step: int = 0
+    updates: int = 0
+    episodes: int = 0
+    next_eval: int = 0
+    next_ckpt: int = 0
+    next_log: int = 0
+    refill_until: int = 0
+    at_boundary: bool = True
+    resumed_from: list[int] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    _COUNTERS = ("step", "updates", "episodes", "next_eval", "next_ckpt", "next_log",
+                 "refill_until")  # fmt: skip
+
+    @classmethod
+    def start(cls, tasks: tuple[str, ...], budget: Budget) -> RunState:
+        """The state of a fresh run: nothing done, the first evaluation, checkpoint and log row
+        due after one interval each."""
+        return cls(
+            EvalSeries(tasks),
+            _Accumulator(len(tasks)),
+            next_eval=budget.eval_every,
+            next_ckpt=budget.checkpoint_every,
+            next_log=budget.log_every,
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values (for a checkpoint)."""
+        return {
+            **{k: int(getattr(self, k)) for k in self._COUNTERS},
+            "at_boundary": self.at_boundary,
+            "resumed_from": list(self.resumed_from),
+            "wall_s": float(self.wall_s),
+            "series": self.series.to_list(),
+            "accumulator": self.accumulator.state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], tasks: tuple[str, ...]) -> RunState:
+        """The inverse of :meth:`to_state` (a run of ``tasks``)."""
+        accumulator = _Accumulator(len(tasks))
+        accumulator.load(state["accumulator"])
+        return cls(
+            EvalSeries.from_list(tasks, state["series"]),
+            accumulator,
+            **{k: int(state[k]) for k in cls._COUNTERS},
+            at_boundary=bool(state["at_boundary"]),
+            resumed_from=[int(s) for s in state["resumed_from"]],
+            wall_s=float(state["wall_s"]),
+        )
+
+
+class _Throughput:
+    """Environment steps and updates per second over a window (from one log row to the next)."""
+
+    def __init__(self, num_tasks: int) -> None:
+        self.num_tasks = num_tasks
+        self.since, self.steps, self.updates = time.perf_counter(), 0, 0
+        self.rates = {"env_steps_per_s": 0.0, "updates_per_s": 0.0}
+
+    def read(self) -> dict[str, float]:
+        """The rates of the window (kept in ``rates``); a new window starts."""
+        now = time.perf_counter()
+        seconds = max(now - self.since, 1e-9)
+        self.rates = {
+            "env_steps_per_s": self.steps * self.num_tasks / seconds,
+            "updates_per_s": self.updates / seconds,
+        }
+        self.since, self.steps, self.updates = now, 0, 0
+        return self.rates
+
+
+class RLRun:
+    """One training run of :func:`train_rl`: its environments, agent, replay buffer, generators,
+    log and :class:`RunState`, with one method per part of the loop.
+
+    Constructing it reads and checks the checkpoint to continue (a refused one raises
+    :class:`ResumeError` before anything is written or built), deletes the old outputs with
+    ``resume=False``, seeds the global generators, writes ``config.json`` and builds the
+    environments, the agent and the replay buffer. Then :meth:`resume` (restore the checkpoint,
+    if any; open the log, TensorBoard and the progress bar); per step :meth:`learning`,
+    :meth:`collect`, :meth:`update`, :meth:`maybe_log`, :meth:`maybe_evaluate`,
+    :meth:`maybe_checkpoint` and :meth:`start_new_episodes`; at the end of the budget
+    :meth:`finish`; always :meth:`close`; then :meth:`result`.
+    """
+
+    def __init__(
+        self,
+        cfg: RLRunConfig,
+        *,
+        agent_factory: Callable[[Any, int, int, int], Any] | None = None,
+        envs: MetaWorldVectorEnv | None = None,
+    ) -> None:
+        self._clock = time.perf_counter()  # wall time up to here is in state.wall_s
+        self.cfg = cfg
+        self.spec = spec = resolve_suite(cfg.suite)
+        self.preset = preset = preset_for_run(cfg, spec)
+        self.budget, self.protocol = preset.budget, preset.protocol
+        self.out = Path(cfg.out_dir) if cfg.out_dir is not None else default_out_dir(cfg, spec)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(preset.agent.device)
+        self.checkpoints = Resumable(
+            self.out / "checkpoints",
+            kind=CHECKPOINT_KIND,
+            format=CHECKPOINT_FORMAT,
+            fingerprint=_fingerprint(spec, preset, cfg),
+            keep=cfg.keep_checkpoints,
+            device=self.device,
+            start_over="start over (resume=False / --fresh)",
+        )
+        if not cfg.resume:
+            self._delete_outputs()
+        # read (on the CPU) and checked before anything is written or built
+        self._found = self.checkpoints.load() if cfg.resume else None
+        seed_everything(cfg.seed)
+        atomic_write_json(self.out / "config.json", self._config_record())
+
+        self.status: Literal["complete", "stopped"] = "complete"
+        self.log = JsonlLog(self.out / "log.jsonl")
+        self.writer: Any = None  # opened by resume()
+        self.progress = Progress(self.budget.steps, enabled=False)  # replaced by resume()
+        self.own_envs = envs is None
+        if envs is None:
+            envs = make_metaworld_envs(spec, self.protocol, seed=cfg.seed, strategy=cfg.strategy)
+        elif tuple(envs.tasks) != spec.tasks:
+            raise ValueError(f"envs are for {envs.tasks}, the run for {spec.tasks}")
+        self.envs = envs
+        try:
+            self._build(agent_factory)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, agent_factory: Callable[[Any, int, int, int], Any] | None) -> None:
+        cfg, envs, m = self.cfg, self.envs, self.envs.num_tasks
+        self.num_tasks, self.task_ids = m, envs.task_ids
+        factory = agent_factory or _default_agent_factory
+        self.agent = factory(self.preset.agent, envs.obs_dim, envs.action_dim, m)
+        self.diagnostics = (
+            UpdateDiagnostics(self.agent, self.spec.tasks, cfg.diagnose_every)
+            if cfg.diagnose_every is not None
+            else None
+        )
+        self.replay = _make_replay(self.agent, self.preset, envs.obs_dim, envs.action_dim)
+        self.warmup_rng = np.random.Generator(
+            np.random.PCG64(derive_seed(cfg.seed, "warmup-actions"))
+        )
+        self.sample_gen = torch.Generator(device=self.device).manual_seed(
+            derive_seed(cfg.seed, "replay-sample") % 2**63
+        )
+        self.state = RunState.start(self.spec.tasks, self.budget)
+        self.throughput = _Throughput(m)
+        self.obs: np.ndarray = np.zeros((m, envs.obs_dim), dtype=np.float32)
+        self.ep_return = np.zeros(m)
+        self.ep_success = np.zeros(m, dtype=np.bool_)
+        self.done = np.zeros(m, dtype=np.bool_)
+        self._resumed_at: tuple[int, int] | None = None  # (step, evaluations) of the checkpoint
+        self._plot_title = (
+            f"{self.spec.name} {self.preset.agent.method} ({self.preset.name}, seed {cfg.seed})"
+        )
+
+    def _delete_outputs(self) -> None:
+        self.checkpoints.clear()
         for name in ("log.jsonl", "result.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
-    manager = CheckpointManager(ckpt_dir, keep=cfg.keep_checkpoints)
-    fingerprint = _fingerprint(spec, preset, cfg)
-    device = torch.device(preset.agent.device)
-    # CPU first: RNG states must stay CPU tensors; the agent and replay copy to their device.
-    loaded = manager.load_latest(map_location="cpu") if cfg.resume else None
-    ckpt: dict[str, Any] | None = None
-    if loaded is not None:
-        ckpt = loaded[0]
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ResumeError(
-                f"{loaded[1]} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}"
-            )
-        problems = differences(
-            ckpt["fingerprint"], fingerprint, template="{key}: checkpoint {old!r}, now {new!r}"
-        )
-        if problems:
-            raise ResumeError(
-                f"{out} holds a checkpoint of a different run ({'; '.join(problems)}); use another "
-                "output directory, or start over (resume=False / --fresh)"
-            )
-        if torch.device(ckpt["device"]).type != device.type:
-            raise ResumeError(
-                f"the checkpoint was written on {ckpt['device']}; resume on the same kind of device "
-                f"(now {device}) or start over"
-            )
+            (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.out / "tensorboard", ignore_errors=True)
 
-    seed_everything(cfg.seed)
-    atomic_write_json(
-        out / "config.json",
-        {
-            "run": _run_dict(cfg),
-            "suite": spec.name,
-            "tasks": list(spec.tasks),
-            "preset": preset.to_dict(),
+    def _config_record(self) -> dict[str, Any]:
+        return {
+            "run": _run_dict(self.cfg),
+            "suite": self.spec.name,
+            "tasks": list(self.spec.tasks),
+            "preset": self.preset.to_dict(),
             "versions": _versions(),
-        },
-    )
+        }
 
-    own_envs = envs is None
-    if envs is None:
-        envs = make_metaworld_envs(spec, protocol, seed=cfg.seed, strategy=cfg.strategy)
-    elif tuple(envs.tasks) != spec.tasks:
-        raise ValueError(f"envs are for {envs.tasks}, the run for {spec.tasks}")
-    m, obs_dim, action_dim = envs.num_tasks, envs.obs_dim, envs.action_dim
-    task_ids = envs.task_ids
-    factory = agent_factory or _default_agent_factory
-    agent = factory(preset.agent, obs_dim, action_dim, m)
-    diagnostics = (
-        UpdateDiagnostics(agent, spec.tasks, cfg.diagnose_every)
-        if cfg.diagnose_every is not None
-        else None
-    )
-    replay = _make_replay(agent, preset, obs_dim, action_dim)
-    warmup_rng = np.random.Generator(np.random.PCG64(derive_seed(cfg.seed, "warmup-actions")))
-    sample_gen = torch.Generator(device=device).manual_seed(
-        derive_seed(cfg.seed, "replay-sample") % 2**63
-    )
-    series = EvalSeries(spec.tasks)
-    acc = _Accumulator(m)
+    # ------------------------------------------------------------------ resume and save
+    def resume(self) -> None:
+        """Continue from the checkpoint found at construction (the log cut back to its step), or
+        start the log afresh; open TensorBoard and the progress bar; reset the environments."""
+        if self._found is None:
+            self.log.truncate_after(-1)
+        else:
+            payload, path = self._found
+            self.load_state_dict(payload)
+            self.log.truncate_after(self.state.step)
+            print(f"resuming {self.out} from step {self.state.step:,} of {self.budget.steps:,} "
+                  f"({path.name})")  # fmt: skip
+        step = self.state.step
+        if self.cfg.tensorboard:
+            self.writer = tensorboard_writer(self.out / "tensorboard", purge_step=step or None)
+        desc = f"{self.spec.slug} {self.preset.agent.method}"
+        self.progress = Progress(self.budget.steps, initial=step, desc=desc,
+                                 enabled=self.cfg.progress)  # fmt: skip
+        self.obs = self.envs.reset()
+        self.throughput = _Throughput(self.num_tasks)
 
-    step = updates = episodes = 0
-    next_eval, next_ckpt, next_log = budget.eval_every, budget.checkpoint_every, budget.log_every
-    refill_until = 0
-    resumed_from: list[int] = []
-    prior_wall = 0.0
-    log = JsonlLog(out / "log.jsonl")
-    if ckpt is not None:
-        agent.load_state_dict(ckpt["agent"])
-        replay.load_state_dict(ckpt["replay"])
-        envs.set_state(ckpt["envs"])
-        restore_rng_state(ckpt["rng"]["global"])
-        warmup_rng.bit_generator.state = ckpt["rng"]["warmup"]
-        sample_gen.set_state(ckpt["rng"]["sample"])
-        series = EvalSeries.from_list(spec.tasks, ckpt["series"])
-        acc.load(ckpt["accumulator"])
-        step, updates, episodes = int(ckpt["step"]), int(ckpt["updates"]), int(ckpt["episodes"])
-        next_eval, next_ckpt, next_log = (
-            int(ckpt[k]) for k in ("next_eval", "next_ckpt", "next_log")
-        )
-        resumed_from = [*list(ckpt["resumed_from"]), step]
-        prior_wall = float(ckpt["wall_s"])
-        if not ckpt["replay"].get("has_data", True):
-            refill_until = step + budget.warmup_steps
-        log.truncate_after(step)
-        print(f"resuming {out} from step {step:,} of {budget.steps:,} ({loaded[1].name})")
-    else:
-        log.truncate_after(-1)
-
-    writer = (
-        tensorboard_writer(out / "tensorboard", purge_step=step or None)
-        if cfg.tensorboard
-        else None
-    )
-    progress = Progress(budget.steps, initial=step, desc=f"{spec.slug} {preset.agent.method}",
-                        enabled=cfg.progress)  # fmt: skip
-    status: Literal["complete", "stopped"] = "complete"
-    plot_title = f"{spec.name} {preset.agent.method} ({preset.name}, seed {cfg.seed})"
-    obs = envs.reset()
-    ep_return = np.zeros(m)
-    ep_success = np.zeros(m, dtype=np.bool_)
-    at_boundary = True
-    t_window, steps_window, updates_window = time.perf_counter(), 0, 0
-    rates = {"env_steps_per_s": 0.0, "updates_per_s": 0.0}
-
-    def run_eval() -> None:
-        result = evaluate(
-            agent,
-            envs,
-            budget.eval_episodes,
-            terminate_on_success=protocol.eval_terminate_on_success,
-            success=protocol.success,
-            step=step,
-        )
-        series.append(result)
-        row = {"kind": "eval", "env_steps": step * m, **result.to_dict()}
-        log.write(row)
-        if writer is not None:
-            writer.add_scalar("eval/mean_success", result.mean_success, step)
-            writer.add_scalar("eval/mean_return", result.mean_return, step)
-            for t, s, r in zip(spec.tasks, result.success, result.returns, strict=True):
-                writer.add_scalar(f"eval_success/{t}", float(s), step)
-                writer.add_scalar(f"eval_return/{t}", float(r), step)
-        progress.update(0, postfix=_postfix(rates, series))
-
-    def save(boundary: bool) -> None:
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fingerprint,
-            "device": str(device),
-            "step": step,
-            "updates": updates,
-            "episodes": episodes,
-            "next_eval": next_eval,
-            "next_ckpt": next_ckpt,
-            "next_log": next_log,
-            "at_boundary": boundary,
-            "agent": agent.state_dict(),
-            "replay": replay.state_dict(include_data=cfg.save_replay),
-            "envs": envs.get_state(),
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint payload: the run state, the agent, the replay buffer (its data with
+        ``save_replay``), the environments' goal generators and every generator."""
+        return {
+            "run": self.state.to_state(),
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(include_data=self.cfg.save_replay),
+            "envs": self.envs.get_state(),
             "rng": {
                 "global": capture_rng_state(),
-                "warmup": warmup_rng.bit_generator.state,
-                "sample": sample_gen.get_state(),
+                "warmup": self.warmup_rng.bit_generator.state,
+                "sample": self.sample_gen.get_state(),
             },
-            "series": series.to_list(),
-            "accumulator": acc.state(),
-            "resumed_from": resumed_from,
-            "wall_s": prior_wall + time.perf_counter() - start_wall,
         }
-        manager.save(state, step)
 
-    def diagnostics_summary() -> dict[str, Any] | None:
-        return summarize_diagnostics(JsonlLog.read(log.path)) if diagnostics is not None else None
+    def load_state_dict(self, payload: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (a resume: the step joins ``resumed_from``; without replay
+        data the buffer is refilled for ``warmup_steps`` steps before updates resume)."""
+        self.agent.load_state_dict(payload["agent"])
+        self.replay.load_state_dict(payload["replay"])
+        self.envs.set_state(payload["envs"])
+        restore_rng_state(payload["rng"]["global"])
+        self.warmup_rng.bit_generator.state = payload["rng"]["warmup"]
+        self.sample_gen.set_state(payload["rng"]["sample"])
+        self.state = state = RunState.from_state(payload["run"], self.spec.tasks)
+        state.resumed_from.append(state.step)
+        if not payload["replay"].get("has_data", True):
+            state.refill_until = state.step + self.budget.warmup_steps
+        self._resumed_at = (state.step, len(state.series))
 
-    def write_result(final: bool) -> dict[str, Any]:
-        summary = series.summary()
-        summary["report"] = preset.report
-        summary["report_value"] = summary.get(preset.report)
-        wall = prior_wall + time.perf_counter() - start_wall
+    def _tick(self) -> float:
+        """Add the wall time since the last tick to ``state.wall_s`` and return it."""
+        now = time.perf_counter()
+        self.state.wall_s += now - self._clock
+        self._clock = now
+        return self.state.wall_s
+
+    def save(self) -> Path:
+        """Write a checkpoint of the run as it is now."""
+        self._tick()
+        return self.checkpoints.save(self.state_dict(), self.state.step)
+
+    # ------------------------------------------------------------------ one step
+    def learning(self) -> bool:
+        """Whether this step updates the agent: after the warm-up and any refill."""
+        s = self.state
+        return s.step >= self.budget.warmup_steps and s.step >= s.refill_until
+
+    def collect(self, learn: bool) -> None:
+        """One step of every environment: uniformly random actions during the warm-up, then the
+        stochastic policy; the transitions go into the replay buffer and finished episodes'
+        outcomes into the accumulator. With ``overlap`` and ``learn`` the update's gradient step
+        runs while the environments step (so it samples the replay before this step's data)."""
+        s = self.state
+        if s.step < self.budget.warmup_steps:
+            shape = (self.num_tasks, self.envs.action_dim)
+            actions = self.warmup_rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+        else:
+            actions = np.asarray(self.agent.act(self.obs, self.task_ids), dtype=np.float32)
+        self.envs.step_async(actions)
+        if learn and self.cfg.overlap:
+            self._gradient_step()
+        result = self.envs.step_wait()
+        self.replay.add(self.task_ids, self.obs, actions, result.reward, result.obs,
+                        result.terminated)  # fmt: skip
+        self.ep_return += result.reward
+        self.ep_success |= result.success
+        s.step += 1
+        self.throughput.steps += 1
+        self.obs = result.obs
+        self.done = done = result.terminated | result.truncated
+        s.at_boundary = bool(done.all())
+        if done.any():
+            self.state.accumulator.add_episodes(done, self.ep_return,
+                                                self.ep_success.astype(np.float64))  # fmt: skip
+            s.episodes += int(done.sum())
+            self.ep_return[done], self.ep_success[done] = 0.0, False
+
+    def _gradient_step(self) -> None:
+        batch = self.replay.sample(self.preset.agent.batch_size_per_task, self.sample_gen)
+        self.state.accumulator.add_update(self.agent.update(batch))
+
+    def update(self) -> None:
+        """The step's update (already run during :meth:`collect` with ``overlap``): one batch of
+        ``batch_size_per_task`` transitions of every task; then the gradient diagnostics when
+        due."""
+        if not self.cfg.overlap:
+            self._gradient_step()
+        self.state.updates += 1
+        self.throughput.updates += 1
+        if self.diagnostics is None:
+            return
+        for row in self.diagnostics.collect(self.state.step):
+            self.log.write(row)
+            for k in ("fraction_conflicting", "mean_cosine", "grad_norm_ratio"):
+                if row[k] is not None:
+                    self._scalar(f"diagnostics/{row['loss']}/{k}", row[k])
+
+    def _scalar(self, tag: str, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, self.state.step)
+
+    def maybe_log(self) -> None:
+        """A training row (means since the last row, rates) when due; the progress bar."""
+        s = self.state
+        if s.step >= s.next_log:
+            row = {"kind": "train", "step": s.step, "env_steps": s.step * self.num_tasks,
+                   "updates": s.updates, "episodes": s.episodes, **self.throughput.read(),
+                   **s.accumulator.row(self.spec.tasks)}  # fmt: skip
+            self.log.write(row)
+            for k, v in row.items():
+                if k not in ("kind", "step") and isinstance(v, (int, float)):
+                    self._scalar(f"train/{k}", v)
+            s.accumulator.reset()
+            s.next_log = _next_multiple(s.step, self.budget.log_every)
+        self.progress.update(1, postfix=self._postfix() if s.step % 50 == 0 else None)
+
+    def _postfix(self) -> str:
+        return _postfix(self.throughput.rates, self.state.series)
+
+    def maybe_evaluate(self) -> None:
+        """At an episode boundary before the end, when due: an evaluation and ``result.json``."""
+        s = self.state
+        if s.at_boundary and s.step >= s.next_eval and s.step < self.budget.steps:
+            self.evaluate()
+            s.next_eval = _next_multiple(s.step, self.budget.eval_every)
+            self.write_result(final=False)
+
+    def maybe_checkpoint(self) -> bool:
+        """At an episode boundary before the end: a checkpoint when one is due or a stop was
+        asked for (``stop_after_steps``). Returns whether to stop here."""
+        s = self.state
+        if not s.at_boundary or s.step >= self.budget.steps:
+            return False
+        stop = self.cfg.stop_after_steps is not None and s.step >= self.cfg.stop_after_steps
+        if s.step >= s.next_ckpt or stop:
+            s.next_ckpt = max(s.next_ckpt, _next_multiple(s.step, self.budget.checkpoint_every))
+            self.save()
+            if self.cfg.plots:
+                plot_learning_curves(s.series, self.out, title=self._plot_title)
+        if stop:
+            self.status = "stopped"
+        return stop
+
+    def start_new_episodes(self) -> None:
+        """Reset the environments whose episodes ended (after any checkpoint of this step)."""
+        if self.done.any():
+            fresh = self.envs.reset(mask=self.done)
+            self.obs = self.obs.copy()
+            self.obs[self.done] = fresh[self.done]
+
+    def evaluate(self) -> None:
+        """Evaluate the policy now (:func:`~gradsurgery.rl.evaluation.evaluate`) and log it."""
+        s, tasks = self.state, self.spec.tasks
+        result = evaluate(
+            self.agent,
+            self.envs,
+            self.budget.eval_episodes,
+            terminate_on_success=self.protocol.eval_terminate_on_success,
+            success=self.protocol.success,
+            step=s.step,
+        )
+        s.series.append(result)
+        self.log.write({"kind": "eval", "env_steps": s.step * self.num_tasks, **result.to_dict()})
+        self._scalar("eval/mean_success", result.mean_success)
+        self._scalar("eval/mean_return", result.mean_return)
+        for t, success, ret in zip(tasks, result.success, result.returns, strict=True):
+            self._scalar(f"eval_success/{t}", float(success))
+            self._scalar(f"eval_return/{t}", float(ret))
+        self.progress.update(0, postfix=self._postfix())
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> None:
+        """The budget is spent: a last evaluation (unless one was made at this step) and a last
+        checkpoint (unless the run was resumed at this very point)."""
+        s, budget = self.state, self.budget
+        if not len(s.series) or s.series.results[-1].step != s.step:
+            self.evaluate()
+        # so that extending the run (a larger `steps`) does not repeat them at once
+        s.next_eval = max(s.next_eval, _next_multiple(s.step, budget.eval_every))
+        s.next_ckpt = max(s.next_ckpt, _next_multiple(s.step, budget.checkpoint_every))
+        if self._resumed_at != (s.step, len(s.series)):
+            self.save()
+
+    def close(self) -> None:
+        """Close the progress bar, the log, TensorBoard and the environments built here."""
+        self.progress.close()
+        self.log.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.own_envs:
+            self.envs.close()
+
+    def _summary(self) -> dict[str, Any]:
+        summary = self.state.series.summary()
+        summary["report"] = self.preset.report
+        summary["report_value"] = summary.get(self.preset.report)
+        return summary
+
+    def diagnostics_summary(self) -> dict[str, Any] | None:
+        """The gradient-conflict summary of the logged diagnostics (None without them)."""
+        if self.diagnostics is None:
+            return None
+        return summarize_diagnostics(JsonlLog.read(self.log.path))
+
+    def write_result(self, final: bool) -> None:
+        """Write ``result.json`` (status ``"running"`` until ``final``); when final, also the
+        learning curves."""
+        s, preset, cfg = self.state, self.preset, self.cfg
         atomic_write_json(
-            out / "result.json",
+            self.out / "result.json",
             {
-                "status": status if final else "running",
-                "suite": spec.name,
-                "tasks": list(spec.tasks),
+                "status": self.status if final else "running",
+                "suite": self.spec.name,
+                "tasks": list(self.spec.tasks),
                 "method": preset.agent.method,
                 "seed": cfg.seed,
                 "preset": preset.to_dict(),
-                "steps": step,
-                "env_steps": step * m,
-                "updates": updates,
-                "summary": summary,
-                "evaluations": series.to_list(),
-                "diagnostics": diagnostics_summary(),
-                "resumed_from": resumed_from,
-                "wall_s": wall,
-                "device": str(device),
+                "steps": s.step,
+                "env_steps": s.step * self.num_tasks,
+                "updates": s.updates,
+                "summary": self._summary(),
+                "evaluations": s.series.to_list(),
+                "diagnostics": self.diagnostics_summary(),
+                "resumed_from": s.resumed_from,
+                "wall_s": self._tick(),
+                "device": str(self.device),
                 "strategy": cfg.strategy,
                 "versions": _versions(),
                 "note": "steps are per task (one transition of every task per step); v3 "
@@ -531,114 +837,25 @@ def _train_rl(
             },
         )
         if cfg.plots and final:
-            plot_learning_curves(series, out, title=plot_title)
-        return summary
+            plot_learning_curves(s.series, self.out, title=self._plot_title)
 
-    batch_per_task = preset.agent.batch_size_per_task
-    try:
-        while step < budget.steps:
-            # Step index `step` (0-based): random actions during the warm-up, then the policy;
-            # an update after every step from the warm-up's end (and after a refill, see above).
-            if step < budget.warmup_steps:
-                actions = warmup_rng.uniform(-1.0, 1.0, size=(m, action_dim)).astype(np.float32)
-            else:
-                actions = np.asarray(agent.act(obs, task_ids), dtype=np.float32)
-            learn = step >= budget.warmup_steps and step >= refill_until
-            envs.step_async(actions)
-            if cfg.overlap and learn:  # update while the environments step
-                acc.add_update(agent.update(replay.sample(batch_per_task, sample_gen)))
-            result = envs.step_wait()
-            replay.add(task_ids, obs, actions, result.reward, result.obs, result.terminated)
-            ep_return += result.reward
-            ep_success |= result.success
-            step += 1
-            steps_window += 1
-            if learn:
-                if not cfg.overlap:
-                    acc.add_update(agent.update(replay.sample(batch_per_task, sample_gen)))
-                updates += 1
-                updates_window += 1
-                if diagnostics is not None:
-                    for row in diagnostics.collect(step):
-                        log.write(row)
-                        if writer is not None:
-                            for k in ("fraction_conflicting", "mean_cosine", "grad_norm_ratio"):
-                                if row[k] is not None:
-                                    writer.add_scalar(
-                                        f"diagnostics/{row['loss']}/{k}", row[k], step
-                                    )
-            done = result.terminated | result.truncated
-            obs = result.obs
-            at_boundary = bool(done.all())
-            if done.any():
-                acc.add_episodes(done, ep_return, ep_success.astype(np.float64))
-                episodes += int(done.sum())
-                ep_return[done], ep_success[done] = 0.0, False
-            if step >= next_log:
-                now = time.perf_counter()
-                rates = {
-                    "env_steps_per_s": steps_window * m / max(now - t_window, 1e-9),
-                    "updates_per_s": updates_window / max(now - t_window, 1e-9),
-                }
-                t_window, steps_window, updates_window = now, 0, 0
-                row = {"kind": "train", "step": step, "env_steps": step * m, "updates": updates,
-                       "episodes": episodes, **rates, **acc.row(spec.tasks)}  # fmt: skip
-                log.write(row)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k not in ("kind", "step") and isinstance(v, (int, float)):
-                            writer.add_scalar(f"train/{k}", v, step)
-                acc.reset()
-                next_log = _next_multiple(step, budget.log_every)
-            progress.update(1, postfix=_postfix(rates, series) if step % 50 == 0 else None)
-            if at_boundary:
-                if step >= next_eval and step < budget.steps:
-                    run_eval()
-                    next_eval = _next_multiple(step, budget.eval_every)
-                    write_result(final=False)
-                stop = cfg.stop_after_steps is not None and step >= cfg.stop_after_steps
-                if (step >= next_ckpt or stop) and step < budget.steps:
-                    save(boundary=True)
-                    next_ckpt = _next_multiple(step, budget.checkpoint_every)
-                    if cfg.plots:
-                        plot_learning_curves(series, out, title=plot_title)
-                if stop and step < budget.steps:
-                    status = "stopped"
-                    break
-            if done.any():
-                fresh = envs.reset(mask=done)
-                obs = obs.copy()
-                obs[done] = fresh[done]
-        if status == "complete":
-            if not len(series) or series.results[-1].step != step:
-                run_eval()
-            # so that extending the run (a larger `steps`) does not repeat them at once
-            next_eval = max(next_eval, _next_multiple(step, budget.eval_every))
-            next_ckpt = max(next_ckpt, _next_multiple(step, budget.checkpoint_every))
-            if ckpt is None or step != int(ckpt["step"]) or len(series) != len(ckpt["series"]):
-                save(boundary=at_boundary)
-    finally:
-        progress.close()
-        log.close()
-        if writer is not None:
-            writer.close()
-        if own_envs:
-            envs.close()
-    summary = write_result(final=True)
-    return RLRunResult(
-        out_dir=out,
-        status=status,
-        preset=preset,
-        tasks=spec.tasks,
-        series=series,
-        summary=summary,
-        steps=step,
-        updates=updates,
-        resumed_from=resumed_from,
-        wall_s=prior_wall + time.perf_counter() - start_wall,
-        agent=agent,
-        diagnostics=diagnostics_summary(),
-    )
+    def result(self) -> RLRunResult:
+        """The :class:`RLRunResult` of the run so far."""
+        s = self.state
+        return RLRunResult(
+            out_dir=self.out,
+            status=self.status,
+            preset=self.preset,
+            tasks=self.spec.tasks,
+            series=s.series,
+            summary=self._summary(),
+            steps=s.step,
+            updates=s.updates,
+            resumed_from=s.resumed_from,
+            wall_s=self._tick(),
+            agent=self.agent,
+            diagnostics=self.diagnostics_summary(),
+        )
 
 
 def _postfix(rates: Mapping[str, float], series: EvalSeries) -> str:
