@@ -15,12 +15,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["gathered_linear", "mlp", "mlp_width", "task_one_hot"]
+__all__ = ["ParallelLinear", "gathered_linear", "mlp", "mlp_width", "task_one_hot"]
 
 
 def mlp(
@@ -63,17 +63,43 @@ def task_one_hot(task_ids: Tensor, num_tasks: int, dtype: torch.dtype) -> Tensor
     return (task_ids.unsqueeze(-1) == arange).to(dtype)
 
 
-def gathered_linear(x: Tensor, index: Tensor, layers: Sequence[nn.Linear]) -> Tensor:
+def gathered_linear(x: Tensor, index: Tensor, layers: Iterable[nn.Module]) -> Tensor:
     """Apply ``layers[index[n]]`` to row ``x[n]``: ``(n, in) -> (n, out)``.
 
     Every layer is applied to every row in one matrix product, ``(n, k, out)``, and each row keeps
     its own layer's output (a gather, no Python branching on ``index``): this runs under ``vmap``,
     and the backward of the gather sends exactly zero gradient to the layers a row did not use.
     It costs ``k`` times the flops of one layer but only ``n·k·out`` memory (gathering the weights
-    per row instead would take ``n·in·out``). Every layer must have the same shape and a bias.
+    per row instead would take ``n·in·out``). Every layer must be an ``nn.Linear`` (an
+    ``nn.ModuleList`` of them is fine) with the same shape and a bias.
     """
-    weight = torch.stack([layer.weight for layer in layers])  # (k, out, in)
-    bias = torch.stack([layer.bias for layer in layers])  # (k, out)
+    linears = [_linear(layer) for layer in layers]
+    weight = torch.stack([layer.weight for layer in linears])  # (k, out, in)
+    bias = torch.stack([layer.bias for layer in linears])  # (k, out)
     every = torch.einsum("ni,koi->nko", x, weight) + bias  # (n, k, out)
     pick = index.reshape(-1, 1, 1).expand(-1, 1, every.shape[-1])
     return every.gather(1, pick).squeeze(1)
+
+
+def _linear(layer: nn.Module) -> nn.Linear:
+    if not isinstance(layer, nn.Linear) or layer.bias is None:
+        raise TypeError(f"gathered_linear needs nn.Linear layers with a bias, got {layer!r}")
+    return layer
+
+
+class ParallelLinear(nn.Module):
+    """``k`` parallel linear maps, one batched weight ``(k, in, out)``: ``(N, k, in) -> (N, k, out)``,
+    or a shared ``(N, in)`` input for all ``k``. Weights start orthogonal (each ``in × out``
+    block), biases at zero."""
+
+    def __init__(self, k: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(k, out_features))
+        for j in range(k):
+            nn.init.orthogonal_(self.weight.data[j])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == self.weight.dim() - 1:  # same input for every map
+            return torch.einsum("ni,kio->nko", x, self.weight) + self.bias
+        return torch.einsum("nki,kio->nko", x, self.weight) + self.bias

@@ -32,23 +32,22 @@ Example:
     >>> net = CARENetwork(5, 2, num_tasks=2, hidden=(16,), task_names=["reach-v3", "push-v3"])
     >>> net(torch.randn(3, 5), torch.tensor([0, 1, 1])).shape
     torch.Size([3, 2])
-    >>> net.attention_weights(torch.randn(3, 5), torch.tensor([0, 1, 1])).sum(-1)
-    tensor([1.0000, 1.0000, 1.0000], grad_fn=<SumBackward1>)
+    >>> alpha = net.attention_weights(torch.randn(3, 5), torch.tensor([0, 1, 1]))
+    >>> alpha.shape, bool(torch.allclose(alpha.sum(-1), torch.ones(3)))
+    (torch.Size([3, 6]), True)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import mlp, task_one_hot
-from gradsurgery.models.base import Owned
-from gradsurgery.rl.networks import TaskNetwork, orthogonal_init
-from gradsurgery.rl.soft_modularization import _ModuleLayer
+from gradsurgery.models.layers import ParallelLinear, mlp, task_one_hot
+from gradsurgery.rl.architectures import TaskNetwork, orthogonal_init, register_architecture
 from gradsurgery.rl.task_embeddings import task_embedding_table
 
 __all__ = ["CARENetwork"]
@@ -60,7 +59,7 @@ class _Encoders(nn.Module):
     def __init__(self, k: int, in_features: int, hidden: Sequence[int], out_features: int) -> None:
         super().__init__()
         widths = [in_features, *hidden, out_features]
-        self.layers = nn.ModuleList(_ModuleLayer(k, a, b) for a, b in pairwise(widths))
+        self.layers = nn.ModuleList(ParallelLinear(k, a, b) for a, b in pairwise(widths))
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.layers[0](x)
@@ -69,6 +68,11 @@ class _Encoders(nn.Module):
         return h
 
 
+@register_architecture(
+    "care",
+    paper="Sodhani, Zhang, Pineau, ICML 2021",
+    summary="mixture of state encoders attended by a task-description context",
+)
 class CARENetwork(TaskNetwork):
     """CARE's mixture of encoders with context attention, then an MLP torso.
 
@@ -105,7 +109,6 @@ class CARENetwork(TaskNetwork):
         attention_hidden: Sequence[int] = (50,),
         temperature: float = 1.0,
     ) -> None:
-        super().__init__()
         if attention not in ("dot", "context_mlp"):
             raise ValueError(f"attention must be 'dot' or 'context_mlp', got {attention!r}")
         if attention == "dot" and feature_dim != context_dim:
@@ -114,7 +117,7 @@ class CARENetwork(TaskNetwork):
             raise ValueError("need num_encoders >= 1 and a positive temperature")
         if task_names is not None and len(task_names) != num_tasks:
             raise ValueError(f"{len(task_names)} task names for {num_tasks} tasks")
-        self.in_features, self.out_features, self.num_tasks = in_features, out_features, num_tasks
+        super().__init__(in_features, out_features, num_tasks)
         self.attention, self.temperature = attention, float(temperature)
         table = task_embedding_table(task_names) if task_names is not None else torch.eye(num_tasks)
         self.register_buffer("descriptions", table)
@@ -128,11 +131,25 @@ class CARENetwork(TaskNetwork):
 
     descriptions: Tensor
 
-    def _shared_members(self) -> Iterable[Owned]:
-        return [self]
-
-    def _task_members(self, task: int) -> Iterable[Owned]:
-        return []
+    @classmethod
+    def build(
+        cls,
+        in_features: int,
+        out_features: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        *,
+        task_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> CARENetwork:
+        return cls(
+            in_features,
+            out_features,
+            num_tasks,
+            hidden=hidden_sizes,
+            task_names=task_names,
+            **kwargs,
+        )
 
     def _context(self, task_ids: Tensor, dtype: torch.dtype) -> Tensor:
         # one-hot @ table instead of an index, so that vmap sees no data-dependent gather issue

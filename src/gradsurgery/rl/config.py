@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["ARCHITECTURES", "COMPONENTS", "Architecture", "Component", "SACConfig"]
+from gradsurgery.rl.architectures import architecture_info
 
-Architecture = Literal["mlp", "multihead", "softmod", "care", "film"]
+__all__ = ["COMPONENTS", "Component", "SACConfig"]
+
 Component = Literal["actor", "critic", "alpha"]
-ARCHITECTURES: tuple[str, ...] = ("mlp", "multihead", "softmod", "care", "film")
 COMPONENTS: tuple[str, ...] = ("actor", "critic", "alpha")
 
 
@@ -57,9 +57,10 @@ class SACConfig:
             of rewards (Kurin et al.; see :mod:`gradsurgery.rl.reward_normalization`).
         q_target_clip: clip TD targets at ``r_max / σ / (1 − γ)`` with ``r_max`` the task's largest
             reward so far and ``σ`` its reward std (1 without reward normalization).
-        architecture: ``"mlp"`` (one-hot input), ``"multihead"``, ``"softmod"`` (soft
-            modularization), ``"care"`` or ``"film"``.
-        architecture_kwargs: extra keyword arguments of the architecture
+        architecture: a registered architecture
+            (:func:`~gradsurgery.rl.architectures.architecture_names`): ``"mlp"`` (one-hot input),
+            ``"multihead"``, ``"softmod"`` (soft modularization), ``"care"`` or ``"film"``.
+        architecture_kwargs: extra keyword arguments of the architecture's class
             (see :mod:`gradsurgery.rl.networks`).
         method: a registered multi-task method (``"sum"`` is the unitary scalarization).
         method_kwargs: its keyword arguments.
@@ -136,10 +137,7 @@ class SACConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"unknown architecture {self.architecture!r}; choose from {', '.join(ARCHITECTURES)}"
-            )
+        architecture_info(self.architecture)  # a ValueError naming the registered ones
         bad = [c for c in self.apply_method_to if c not in COMPONENTS]
         if bad:
             raise ValueError(f"apply_method_to: unknown components {bad}; choose from {COMPONENTS}")

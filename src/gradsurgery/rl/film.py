@@ -31,19 +31,23 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
 
 from gradsurgery.models.layers import mlp, task_one_hot
-from gradsurgery.models.base import Owned
-from gradsurgery.rl.networks import TaskNetwork, orthogonal_init
+from gradsurgery.rl.architectures import TaskNetwork, orthogonal_init, register_architecture
 
 __all__ = ["FiLMNetwork"]
 
 
+@register_architecture(
+    "film",
+    paper="Perez, Strub, de Vries, Dumoulin, Courville, AAAI 2018",
+    summary="MLP whose hidden layers are scaled and shifted by a learned task embedding",
+)
 class FiLMNetwork(TaskNetwork):
     """An MLP whose hidden layers are FiLM-modulated by a learned task embedding.
 
@@ -70,10 +74,9 @@ class FiLMNetwork(TaskNetwork):
         film_layers: Sequence[int] | None = None,
         init_scale: float = 0.1,
     ) -> None:
-        super().__init__()
         if not hidden:
             raise ValueError("FiLM needs at least one hidden layer")
-        self.in_features, self.out_features, self.num_tasks = in_features, out_features, num_tasks
+        super().__init__(in_features, out_features, num_tasks)
         self.film_layers = tuple(range(len(hidden))) if film_layers is None else tuple(film_layers)
         if any(not 0 <= k < len(hidden) for k in self.film_layers):
             raise ValueError(f"film_layers must index the {len(hidden)} hidden layers")
@@ -90,12 +93,6 @@ class FiLMNetwork(TaskNetwork):
         with torch.no_grad():
             last.weight.mul_(init_scale)
         nn.init.zeros_(last.bias)
-
-    def _shared_members(self) -> Iterable[Owned]:
-        return [self]
-
-    def _task_members(self, task: int) -> Iterable[Owned]:
-        return []
 
     def film_parameters(self, task_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
         """``(γ, β)`` of each modulated layer, each ``(N, width)``."""

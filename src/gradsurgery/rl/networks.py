@@ -2,7 +2,8 @@
 
 Every *task network* maps ``(x, task_ids) -> (n, out)``: ``x`` is the observation (actor) or the
 observation concatenated with the action (critic), ``task_ids`` the ``(n,)`` long task index of each
-row. Architectures (``SACConfig.architecture``):
+row. Architectures (``SACConfig.architecture``, registered in
+:mod:`gradsurgery.rl.architectures`):
 
 * ``"mlp"`` — :class:`OneHotMLP`: the multi-task SAC baseline of Meta-World (Yu et al. 2019): the
   input is ``[x ; one-hot(task)]`` and an MLP (3×400 by default). Every parameter is shared.
@@ -50,8 +51,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import gathered_linear, mlp, mlp_width, task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import gathered_linear, mlp, mlp_width, task_one_hot
+from gradsurgery.rl.architectures import (
+    TaskNetwork,
+    build_task_network,
+    orthogonal_init,
+    register_architecture,
+)
 
 __all__ = [
     "Actor",
@@ -69,26 +76,9 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def orthogonal_init(module: nn.Module) -> None:
-    """Orthogonal weights and zero biases for every ``nn.Linear`` inside ``module``."""
-    for sub in module.modules():
-        if isinstance(sub, nn.Linear):
-            nn.init.orthogonal_(sub.weight)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-
-
-class TaskNetwork(MultiTaskModel):
-    """Base class of task networks: ``forward(x, task_ids) -> (n, out_features)``."""
-
-    task_conditioned = True
-    in_features: int
-    out_features: int
-
-    def forward(self, x: Tensor, task_ids: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
+@register_architecture(
+    "mlp", paper="Yu et al. 2019 (Meta-World MT-SAC)", summary="MLP of [x ; one-hot(task)]"
+)
 class OneHotMLP(TaskNetwork):
     """``MLP([x ; one-hot(task)])``: every parameter is shared by all tasks.
 
@@ -102,22 +92,37 @@ class OneHotMLP(TaskNetwork):
     def __init__(
         self, in_features: int, out_features: int, num_tasks: int, hidden: Sequence[int]
     ) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.num_tasks = in_features, out_features, num_tasks
+        super().__init__(in_features, out_features, num_tasks)
         self.net = mlp(in_features + num_tasks, hidden, out_features)
         orthogonal_init(self)
 
-    def _shared_members(self) -> Iterable[Owned]:
-        return [self.net]
-
-    def _task_members(self, task: int) -> Iterable[Owned]:
-        return []
+    @classmethod
+    def build(
+        cls,
+        in_features: int,
+        out_features: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        *,
+        task_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> OneHotMLP:
+        if kwargs:
+            raise TypeError(
+                f"architecture {cls.architecture!r} takes no extra arguments, got {sorted(kwargs)}"
+            )
+        return cls(in_features, out_features, num_tasks, hidden_sizes)
 
     def forward(self, x: Tensor, task_ids: Tensor) -> Tensor:
         z = task_one_hot(task_ids, self.num_tasks, x.dtype)
         return self.net(torch.cat([x, z], dim=-1))
 
 
+@register_architecture(
+    "multihead",
+    paper="Yu et al. 2019 (Meta-World MT-SAC)",
+    summary="shared trunk, one output layer per task",
+)
 class MultiHeadMLP(TaskNetwork):
     """A shared trunk and one output layer per task, picked by the sample's task id.
 
@@ -137,10 +142,9 @@ class MultiHeadMLP(TaskNetwork):
         *,
         one_hot_input: bool = True,
     ) -> None:
-        super().__init__()
         if not hidden:
             raise ValueError("a multi-head network needs at least one hidden layer")
-        self.in_features, self.out_features, self.num_tasks = in_features, out_features, num_tasks
+        super().__init__(in_features, out_features, num_tasks)
         self.one_hot_input = one_hot_input
         width_in = in_features + (num_tasks if one_hot_input else 0)
         self.trunk = mlp(width_in, hidden)
@@ -157,56 +161,7 @@ class MultiHeadMLP(TaskNetwork):
     def forward(self, x: Tensor, task_ids: Tensor) -> Tensor:
         if self.one_hot_input:
             x = torch.cat([x, task_one_hot(task_ids, self.num_tasks, x.dtype)], dim=-1)
-        return gathered_linear(self.trunk(x), task_ids, list(self.heads))
-
-
-def build_task_network(
-    architecture: str,
-    in_features: int,
-    out_features: int,
-    num_tasks: int,
-    hidden_sizes: Sequence[int] = (400, 400, 400),
-    *,
-    task_names: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> TaskNetwork:
-    """A task network of the named architecture (see the module docstring).
-
-    ``kwargs`` go to the architecture's class; ``task_names`` is needed by CARE only (it looks up
-    their description embeddings; None: one-hot context inputs).
-    """
-    if architecture == "mlp":
-        _no_kwargs(architecture, kwargs)
-        return OneHotMLP(in_features, out_features, num_tasks, hidden_sizes)
-    if architecture == "multihead":
-        return MultiHeadMLP(in_features, out_features, num_tasks, hidden_sizes, **kwargs)
-    if architecture == "softmod":
-        from gradsurgery.rl.soft_modularization import SoftModularNetwork
-
-        return SoftModularNetwork(in_features, out_features, num_tasks, **kwargs)
-    if architecture == "care":
-        from gradsurgery.rl.care import CARENetwork
-
-        return CARENetwork(
-            in_features,
-            out_features,
-            num_tasks,
-            hidden=hidden_sizes,
-            task_names=task_names,
-            **kwargs,
-        )
-    if architecture == "film":
-        from gradsurgery.rl.film import FiLMNetwork
-
-        return FiLMNetwork(in_features, out_features, num_tasks, hidden=hidden_sizes, **kwargs)
-    raise ValueError(f"unknown architecture {architecture!r}")
-
-
-def _no_kwargs(architecture: str, kwargs: dict[str, Any]) -> None:
-    if kwargs:
-        raise TypeError(
-            f"architecture {architecture!r} takes no extra arguments, got {sorted(kwargs)}"
-        )
+        return gathered_linear(self.trunk(x), task_ids, self.heads)
 
 
 def squashed_gaussian(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:

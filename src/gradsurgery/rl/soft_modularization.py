@@ -43,34 +43,23 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import mlp, task_one_hot
-from gradsurgery.models.base import Owned
-from gradsurgery.rl.networks import TaskNetwork, orthogonal_init
+from gradsurgery.models.layers import ParallelLinear, mlp, task_one_hot
+from gradsurgery.rl.architectures import TaskNetwork, orthogonal_init, register_architecture
 
 __all__ = ["SoftModularNetwork"]
 
 
-class _ModuleLayer(nn.Module):
-    """``n`` parallel linear modules: ``(N, n, in) -> (N, n, out)`` (or a shared ``(N, in)`` input)."""
-
-    def __init__(self, num_modules: int, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_modules, in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(num_modules, out_features))
-        for k in range(num_modules):
-            nn.init.orthogonal_(self.weight.data[k])
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == self.weight.dim() - 1:  # same input for every module
-            return torch.einsum("ni,kio->nko", x, self.weight) + self.bias
-        return torch.einsum("nki,kio->nko", x, self.weight) + self.bias
-
-
+@register_architecture(
+    "softmod",
+    paper="Yang, Xu, Wu, Wang, NeurIPS 2020",
+    summary="soft modularization: modules routed per sample by the task and state",
+)
 class SoftModularNetwork(TaskNetwork):
     """The soft-modularized network (see the module docstring).
 
@@ -102,7 +91,6 @@ class SoftModularNetwork(TaskNetwork):
         gating_hidden: int = 256,
         num_gating_layers: int = 2,
     ) -> None:
-        super().__init__()
         if num_layers < 2:
             raise ValueError("soft modularization needs num_layers >= 2")
         if num_modules < 1 or not base_hidden:
@@ -110,7 +98,7 @@ class SoftModularNetwork(TaskNetwork):
         d = base_hidden[-1]
         if embedding_dim is not None and embedding_dim != d:
             raise ValueError(f"embedding_dim ({embedding_dim}) must equal base_hidden[-1] ({d})")
-        self.in_features, self.out_features, self.num_tasks = in_features, out_features, num_tasks
+        super().__init__(in_features, out_features, num_tasks)
         self.num_layers, self.num_modules = num_layers, num_modules
         # f(x): Linear+ReLU layers, the last one without activation (multiplied by h(z) first).
         self.base = mlp(in_features, base_hidden[:-1], d)
@@ -130,9 +118,9 @@ class SoftModularNetwork(TaskNetwork):
         self.route_out = nn.ModuleList(
             [*(nn.Linear(width, n2) for _ in range(num_layers - 2)), nn.Linear(width, num_modules)]
         )
-        self.modules_in = _ModuleLayer(num_modules, d, module_hidden)
+        self.modules_in = ParallelLinear(num_modules, d, module_hidden)
         self.modules_deep = nn.ModuleList(
-            _ModuleLayer(num_modules, module_hidden, module_hidden) for _ in range(num_layers - 1)
+            ParallelLinear(num_modules, module_hidden, module_hidden) for _ in range(num_layers - 1)
         )
         self.last = nn.Linear(module_hidden, out_features)
         orthogonal_init(self)
@@ -140,11 +128,19 @@ class SoftModularNetwork(TaskNetwork):
             nn.init.uniform_(layer.weight, -3e-3, 3e-3)
             nn.init.zeros_(layer.bias)
 
-    def _shared_members(self) -> Iterable[Owned]:
-        return [self]
-
-    def _task_members(self, task: int) -> Iterable[Owned]:
-        return []
+    @classmethod
+    def build(
+        cls,
+        in_features: int,
+        out_features: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int],
+        *,
+        task_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> SoftModularNetwork:
+        """``hidden_sizes`` is not used: the sizes are ``base_hidden``, ``module_hidden``, ..."""
+        return cls(in_features, out_features, num_tasks, **kwargs)
 
     def routing(self, x: Tensor, task_ids: Tensor) -> tuple[list[Tensor], Tensor]:
         """The routing weights: ``L − 1`` matrices ``(N, n, n)`` (row ``j``: how module ``j`` of
