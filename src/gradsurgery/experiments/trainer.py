@@ -82,7 +82,7 @@ from gradsurgery.experiments.benchmarks import partitioned_loss, task_loss
 from gradsurgery.experiments.data import Batch, BatchSource, EpochOrder, batch_to
 from gradsurgery.metrics import MultiTaskEvaluator
 from gradsurgery.models import MultiTaskModel, RoutingNetwork
-from gradsurgery.runtime.checkpoint import CheckpointManager
+from gradsurgery.runtime.resumable import Resumable
 from gradsurgery.runtime.runlog import (
     JsonlLog,
     PeakMemory,
@@ -95,7 +95,7 @@ from gradsurgery.runtime.seeding import (
     restore_rng_state,
     seed_everything,
 )
-from gradsurgery.runtime.values import differences, finite_or_none
+from gradsurgery.runtime.values import finite_or_none
 
 __all__ = [
     "StopTraining",
@@ -105,7 +105,9 @@ __all__ = [
     "triad_summary",
 ]
 
-CHECKPOINT_FORMAT = "gradsurgery.experiments.trainer/1"
+#: The checkpoints' kind and layout number (:mod:`gradsurgery.runtime.resumable`).
+CHECKPOINT_KIND = "gradsurgery.experiments.trainer"
+CHECKPOINT_FORMAT = 2
 
 #: Config fields that do not change what is computed (they may differ on resume).
 _COSMETIC = frozenset(
@@ -349,7 +351,13 @@ class Trainer:
         self._loss_sums = [0.0] * self.spec.num_tasks
         self._loss_counts = [0] * self.spec.num_tasks
         self.checkpoints = (
-            CheckpointManager(self.out_dir / "checkpoints", config.keep_checkpoints)
+            Resumable(
+                self.out_dir / "checkpoints",
+                kind=CHECKPOINT_KIND,
+                format=CHECKPOINT_FORMAT,
+                fingerprint=self.fingerprint(),
+                keep=config.keep_checkpoints,
+            )
             if self.out_dir is not None
             else None
         )
@@ -380,10 +388,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly (see the module docstring)."""
+        """Everything needed to continue this run exactly (see the module docstring): the payload
+        of a checkpoint, to which :meth:`save_checkpoint` adds the kind, the format and the
+        :meth:`fingerprint` (:class:`~gradsurgery.runtime.resumable.Resumable`)."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": self.fingerprint(),
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
@@ -404,16 +412,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a trainer checkpoint (format {state.get('format')!r})")
-        mine, theirs = self.fingerprint(), state["fingerprint"]
-        if mine != theirs:
-            diffs = differences(theirs, mine, template="{key}: checkpoint {old!r}, now {new!r}")
-            raise ValueError(
-                "the checkpoint was written by a different run configuration ("
-                + "; ".join(diffs[:8])
-                + "): use another output directory, or delete it to start over"
-            )
+        """Continue from a :meth:`state_dict` (whether a checkpoint may be continued at all is
+        decided when it is read: :meth:`_resume`)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -434,14 +434,21 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the run as it is now (None without ``out_dir``)."""
         if self.checkpoints is None:
             return None
         return self.checkpoints.save(self.state_dict(), self.step)
 
     def _resume(self) -> bool:
+        """Continue from the newest readable checkpoint in ``out_dir``, if any.
+
+        Raises:
+            ResumeError: (a ``ValueError``) the checkpoint is of another format or run
+                configuration; the message lists the differences.
+        """
         if self.checkpoints is None:
             return False
-        found = self.checkpoints.load_latest()
+        found = self.checkpoints.load()
         if found is None:
             return False
         state, path = found
