@@ -156,3 +156,18 @@ def test_output_of_a_task_ignores_other_tasks_parameters(name):
     assert not torch.allclose(after[0], before[0])
     for y_before, y_after in zip(before[1:], after[1:], strict=True):
         torch.testing.assert_close(y_after, y_before)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ALL if not n.startswith("routing")))
+def test_training_hooks_default_to_nothing(name):
+    """Models without a training-time extra leave the trainer's step as it is: no inputs, and
+    after_backward neither asks for the losses nor touches a gradient."""
+    model = ALL[name]()
+    task_ids = None if name in SHARED_INPUT else torch.tensor([0, 1])
+    assert model.step_inputs(task_ids) == ()
+
+    def losses() -> torch.Tensor:
+        raise AssertionError("the default hook does not need the losses")
+
+    model.after_backward(losses, task_ids, ())
+    assert all(p.grad is None for p in model.parameters())

@@ -151,3 +151,37 @@ def test_state_dict_round_trips_router_statistics():
     torch.testing.assert_close(clone.baseline, model.baseline)
     torch.testing.assert_close(clone.usage, model.usage)
     assert torch.equal(clone.baseline_seen, model.baseline_seen)
+
+
+def test_training_hooks_are_route_then_reinforce_with_negative_loss():
+    """step_inputs samples the batch's routes; after_backward is router_loss(-loss).backward()."""
+    task = torch.tensor([0, 1, 1, 0, 2])
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    by_hand, hooked = (
+        RoutingNetwork(3, 2, num_tasks=3, hidden=(4,), collaboration=0.3) for _ in "ab"
+    )
+    hooked.load_state_dict(by_hand.state_dict())
+
+    def sample_losses(model, routes):
+        return model(x, task, routes).square().sum(1)
+
+    torch.manual_seed(1)
+    routes = by_hand.route(task)
+    with torch.no_grad():
+        rewards = -sample_losses(by_hand, routes)
+    by_hand.router_loss(task, routes, rewards).backward()
+
+    torch.manual_seed(1)
+    inputs = hooked.step_inputs(task)
+    assert len(inputs) == 1 and torch.equal(inputs[0], routes)
+    hooked.after_backward(lambda: sample_losses(hooked, inputs[0]), task, inputs)
+
+    for a, b in zip(by_hand.parameters(), hooked.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    assert all(p.grad is None for p in hooked.network_parameters())  # routers only
+    for name, buf in by_hand.named_buffers():
+        torch.testing.assert_close(buf, dict(hooked.named_buffers())[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="task-partitioned"):
+        hooked.step_inputs(None)

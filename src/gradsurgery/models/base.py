@@ -25,11 +25,24 @@ Two call conventions (the class attribute :attr:`MultiTaskModel.task_conditioned
   network). They run under ``torch.func.vmap`` (no ``F.one_hot``, no ``.item()``, no Python
   control flow on data), so ``MultiTaskBackward.backward_partitioned`` gets all ``m`` task
   gradients for about the cost of one backward pass.
+
+Two per-step hooks let a model take part in its own training without the trainer knowing it (both
+no-ops by default; :class:`~gradsurgery.experiments.Trainer` calls them for every model, on either
+batch layout):
+
+* :meth:`MultiTaskModel.step_inputs` — extra inputs of one training batch, drawn once before its
+  forward passes and passed after the regular ones (``model(x, *inputs)``,
+  ``model(x, task_ids, *inputs)``; the task-partitioned loss gets them as
+  ``loss_fn(model, x, y, task_ids, *inputs)``), so that discrete choices are an input of the
+  ``vmap``-ed forward pass, not a branch in it. A routing network samples its routes here.
+* :meth:`MultiTaskModel.after_backward` — an auxiliary update after the task losses' backward
+  pass and before the optimizer step, e.g. gradients of parameters that the task losses do not
+  train. A routing network trains its routers by REINFORCE here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -93,3 +106,34 @@ class MultiTaskModel(nn.Module):
         shared = sum(p.numel() for p in self.shared_parameters())
         specific = sum(p.numel() for p in self.task_specific_parameters())
         return {"total": shared + specific, "shared": shared, "task_specific": specific}
+
+    # -------------------------------------------------------------- training hooks
+    def step_inputs(self, task_ids: Tensor | None) -> tuple[Tensor, ...]:
+        """Extra inputs of one training step's forward passes (default: none).
+
+        Called once per training batch before its forward passes; the result is passed to them
+        after the regular inputs and to :meth:`after_backward`.
+
+        Args:
+            task_ids: ``(n,)`` each sample's task (task-partitioned batches); ``None`` for
+                shared-input batches.
+        """
+        return ()
+
+    def after_backward(
+        self,
+        losses: Callable[[], Tensor],
+        task_ids: Tensor | None,
+        inputs: tuple[Tensor, ...],
+    ) -> None:
+        """An auxiliary update after the task losses' backward pass, before the optimizer step
+        (default: nothing). Gradients it accumulates into ``.grad`` are applied by that step.
+
+        Args:
+            losses: returns the batch's losses, without gradient, at the parameters of the
+                backward pass: ``(n,)`` per sample for task-partitioned batches (computed again
+                when called, with the same ``inputs``), ``(m,)`` per task for shared-input ones.
+                Call it only if needed.
+            task_ids: as given to :meth:`step_inputs`.
+            inputs: what :meth:`step_inputs` returned for this batch.
+        """

@@ -15,9 +15,12 @@ Here:
   uniform policy); ``π_i(b | l) = softmax(θ_i[l])_b``.
 * :meth:`RoutingNetwork.route` samples a path per sample in training mode and takes the most
   probable block per layer in eval mode (``greedy=`` overrides).
-* The router update is REINFORCE, kept out of the task losses: the trainer calls
-  :meth:`RoutingNetwork.router_loss` with each sample's reward (``−loss`` or correctness, the
-  paper's final reward) and backpropagates it into the policy tables only. The gradients that the
+* The router update is REINFORCE, kept out of the task losses: :meth:`RoutingNetwork.router_loss`
+  of each sample's reward (``−loss`` or correctness, the paper's final reward) is backpropagated
+  into the policy tables only. The model's training hooks (:class:`~.base.MultiTaskModel`) do
+  both steps for any trainer that calls them: :meth:`RoutingNetwork.step_inputs` samples the
+  routes of the batch, :meth:`RoutingNetwork.after_backward` runs the REINFORCE update with reward
+  ``−loss``. The gradients that the
   task losses send to the model's parameters are therefore exactly the per-task loss gradients
   (the tables receive none from them). Baseline: a per-task running mean of the reward (momentum
   ``baseline_momentum``), subtracted from each return to reduce variance; the paper does not
@@ -66,14 +69,14 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import gathered_linear
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import gathered_linear
 
 __all__ = ["RoutingNetwork", "routing_cifar"]
 
@@ -230,6 +233,28 @@ class RoutingNetwork(MultiTaskModel):
         if update_statistics:
             self._update_statistics(task_ids, routes, rewards)
         return loss
+
+    # -------------------------------------------------------------- training hooks
+    def step_inputs(self, task_ids: Tensor | None) -> tuple[Tensor, ...]:
+        """``(routes,)``: the batch's sampled :meth:`route` (task-partitioned batches only)."""
+        if task_ids is None:
+            raise ValueError("a routing network trains on task-partitioned batches (task ids)")
+        return (self.route(task_ids),)
+
+    def after_backward(
+        self,
+        losses: Callable[[], Tensor],
+        task_ids: Tensor | None,
+        inputs: tuple[Tensor, ...],
+    ) -> None:
+        """REINFORCE step of the routers with reward ``−loss`` of each sample along its route:
+        :meth:`router_loss` backpropagated into the policy tables."""
+        if task_ids is None:
+            raise ValueError("a routing network trains on task-partitioned batches (task ids)")
+        (routes,) = inputs
+        with torch.no_grad():
+            rewards = -losses()
+        self.router_loss(task_ids, routes, rewards).backward()
 
     @torch.no_grad()
     def _update_statistics(self, task_ids: Tensor, routes: Tensor, rewards: Tensor) -> None:
