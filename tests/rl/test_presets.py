@@ -11,6 +11,7 @@ from gradsurgery.rl.presets import (
     PRESETS,
     Budget,
     get_preset,
+    kurin_config,
     preset_names,
     resolve_device,
     resolve_preset,
@@ -77,7 +78,7 @@ def test_regularized_recipe() -> None:
     reg = resolve_preset("mtrl-compat", num_tasks=10, method="pcgrad", regularized=True)
     assert reg.budget.replay_size == 4 * base.budget.replay_size
     assert not reg.agent.per_task_alpha and reg.agent.reward_normalization
-    assert reg.agent.actor_weight_decay == SACConfig.kurin("pcgrad").actor_weight_decay
+    assert reg.agent.actor_weight_decay == kurin_config("pcgrad").actor_weight_decay
     assert reg.to_dict()["regularized"]
 
 

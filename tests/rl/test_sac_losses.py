@@ -15,6 +15,7 @@ from torch import nn
 
 from gradsurgery.rl import MTSAC, SACBatch, SACConfig
 from gradsurgery.rl.networks import squashed_gaussian
+from gradsurgery.rl.presets import kurin_config
 
 M, OBS, ACT, B = 3, 4, 2, 2
 
@@ -244,13 +245,13 @@ def test_per_task_alpha_temperature_step_is_the_plain_sum() -> None:
 
 
 def test_kurin_recipe() -> None:
-    cfg = SACConfig.kurin("sum")
+    cfg = kurin_config("sum")
     assert (cfg.per_task_alpha, cfg.reward_normalization, cfg.actor_weight_decay) == (
         False,
         True,
         3e-4,
     )
-    assert SACConfig.kurin("graddrop").actor_weight_decay == 1e-4
+    assert kurin_config("graddrop").actor_weight_decay == 1e-4
     agent = MTSAC(cfg.replace(hidden_sizes=(4,)), OBS, ACT, M)
     assert agent.actor_optimizer.param_groups[0]["weight_decay"] == 3e-4
     assert agent.critic_optimizer.param_groups[0]["weight_decay"] == 0.0

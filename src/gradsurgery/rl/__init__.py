@@ -2,8 +2,9 @@
 
 The agent and its parts (importing this package needs only torch and numpy):
 
-* :class:`SACConfig` — every setting, with the published MT-SAC defaults and
-  :meth:`SACConfig.kurin` for Kurin et al.'s regularized unitary recipe.
+* :class:`SACConfig` — every setting, with the published MT-SAC defaults (Kurin et al.'s
+  regularized unitary recipe is a preset-layer :class:`~gradsurgery.rl.presets.Recipe`,
+  :func:`~gradsurgery.rl.presets.kurin_config`).
 * :class:`MTSAC` — the agent: ``act(obs, task_ids)``, ``update(batch)``, ``state_dict()``. Each of
   its three losses is split per task and combined by a registered method through
   ``MultiTaskBackward.backward_partitioned`` (one vectorized backward pass for all tasks).

@@ -5,17 +5,15 @@ Defaults follow the multi-task SAC protocol behind most published Meta-World MT1
 Adam 3e-4, γ = 0.99, τ = 0.005, initial temperature 1, target entropy ``-|A|``, 128 transitions per
 task per update, one temperature per task ("disentangled" α).
 
-Kurin et al. (NeurIPS 2022) regularize the unitary scalarization with: a 4× larger replay buffer
-(the runner's capacity), actor weight decay (3e-4; 1e-4 with PCGrad / GradDrop), per-task reward
-normalization at sampling time, one *shared* temperature, and optionally Q-target clipping.
-:meth:`SACConfig.kurin` returns that recipe for a given method.
+The fields that regularize the unitary scalarization as Kurin et al. (NeurIPS 2022) do
+(``actor_weight_decay``, ``reward_normalization``, a shared temperature, ``q_target_clip``) are
+off by default; their recipe, with the values they chose per method, belongs to the preset layer:
+:data:`gradsurgery.rl.presets.KURIN` and :func:`gradsurgery.rl.presets.kurin_config`.
 
 Example:
     >>> cfg = SACConfig(method="pcgrad", architecture="multihead")
     >>> cfg.batch_size_per_task, cfg.hidden_sizes
     (128, (400, 400, 400))
-    >>> SACConfig.kurin("pcgrad").actor_weight_decay
-    0.0001
     >>> SACConfig.from_dict(cfg.to_dict()) == cfg
     True
 """
@@ -137,6 +135,10 @@ class SACConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        self._check_model_and_rates()
+        self._check_options()
+
+    def _check_model_and_rates(self) -> None:
         architecture_info(self.architecture)  # a ValueError naming the registered ones
         bad = [c for c in self.apply_method_to if c not in COMPONENTS]
         if bad:
@@ -151,6 +153,8 @@ class SACConfig:
             raise ValueError(f"batch_size_per_task must be >= 1, got {self.batch_size_per_task}")
         if self.actor_weight_decay < 0:
             raise ValueError("actor_weight_decay must be >= 0")
+
+    def _check_options(self) -> None:
         if self.task_loss_scale not in ("mean", "sum"):
             raise ValueError(
                 f"task_loss_scale must be 'mean' or 'sum', got {self.task_loss_scale!r}"
@@ -202,19 +206,3 @@ class SACConfig:
 
     def replace(self, **changes: Any) -> SACConfig:
         return replace(self, **changes)
-
-    @classmethod
-    def kurin(cls, method: str = "sum", **overrides: Any) -> SACConfig:
-        """Kurin et al.'s regularized MT-SAC for ``method``: shared temperature, reward
-        normalization at sampling time, actor weight decay 3e-4 (1e-4 for PCGrad and GradDrop, as
-        in their configurations). Q-target clipping stays off (they used it in some runs only;
-        pass ``q_target_clip=True``). Their 4× replay buffer is the runner's setting."""
-        decay = 1e-4 if method.lower() in ("pcgrad", "graddrop") else 3e-4
-        settings: dict[str, Any] = {
-            "method": method,
-            "per_task_alpha": False,
-            "reward_normalization": True,
-            "actor_weight_decay": decay,
-        }
-        settings.update(overrides)
-        return cls(**settings)

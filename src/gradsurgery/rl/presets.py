@@ -46,12 +46,21 @@ A preset is resolved for a run (:func:`resolve_preset`) with the method, device,
 override: ``steps`` (the budget), ``budget`` fields, ``agent`` fields (any ``SACConfig`` field),
 ``protocol`` fields. Overrides are recorded with the result.
 
+A :class:`Recipe` is agent settings layered over any preset, with per-method values:
+:data:`KURIN` (``resolve_preset(..., regularized=True)``) is Kurin et al.'s regularized unitary
+scalarization (NeurIPS 2022): one shared temperature, per-task reward normalization at sampling
+time, actor weight decay 3e-4 — 1e-4 for PCGrad and GradDrop, as in their configurations — and a
+4× replay buffer; Q-target clipping stays off (they used it in some runs only; pass
+``agent={"q_target_clip": True}``). :func:`kurin_config` gives that agent without a preset.
+
 Example:
     >>> p = resolve_preset("metaworld-v3", num_tasks=10, method="pcgrad", steps=1000, seed=1)
     >>> p.budget.steps, p.agent.hidden_sizes, p.agent.method, p.protocol.max_episode_steps
     (1000, (400, 400, 400), 'pcgrad', 500)
     >>> p.replay_capacity_per_task
     100000
+    >>> KURIN.settings("pcgrad")["actor_weight_decay"], kurin_config("sum").actor_weight_decay
+    (0.0001, 0.0003)
 """
 
 from __future__ import annotations
@@ -62,14 +71,18 @@ from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from gradsurgery.rl.config import SACConfig
 from gradsurgery.rl.envs import EnvProtocol
 
 __all__ = [
+    "KURIN",
     "PRESETS",
     "Budget",
     "Preset",
+    "Recipe",
     "ResolvedPreset",
     "get_preset",
+    "kurin_config",
     "preset_names",
     "resolve_preset",
 ]
@@ -141,6 +154,20 @@ _FULL_AGENT: dict[str, Any] = {
     "batch_size_per_task": 128,
 }
 _CPU_AGENT: dict[str, Any] = {**_FULL_AGENT, "hidden_sizes": (256, 256), "batch_size_per_task": 32}
+# Budget fields shared by the presets of one size (the rest: warm-up, evaluation schedule).
+_FULL_RUN: dict[str, int] = {
+    "steps": 2_000_000,
+    "replay_size": 1_000_000,
+    "checkpoint_every": 100_000,
+    "log_every": 1_000,
+}
+_CPU_RUN: dict[str, int] = {
+    "steps": 50_000,
+    "warmup_steps": 1_500,
+    "replay_size": 500_000,
+    "checkpoint_every": 10_000,
+    "log_every": 500,
+}
 
 _V3 = EnvProtocol(
     max_episode_steps=500,
@@ -170,15 +197,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 "MT-SAC agent; 2M steps per task",
                 _V3,
                 _FULL_AGENT,
-                Budget(
-                    steps=2_000_000,
-                    warmup_steps=4_000,
-                    eval_every=20_000,
-                    eval_episodes=50,
-                    replay_size=1_000_000,
-                    checkpoint_every=100_000,
-                    log_every=1_000,
-                ),
+                Budget(**_FULL_RUN, warmup_steps=4_000, eval_every=20_000, eval_episodes=50),
                 report="final_mean_success",
                 full_size=True,
                 source="Meta-World 3.1 docs (evaluation), metaworld-algorithms MTSAC MT10 example",
@@ -190,15 +209,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 "agent; 2M steps per task (v3 envs are not v1: not equal to published numbers)",
                 _MTRL,
                 _FULL_AGENT,
-                Budget(
-                    steps=2_000_000,
-                    warmup_steps=1_500,
-                    eval_every=10_000,
-                    eval_episodes=1,
-                    replay_size=1_000_000,
-                    checkpoint_every=100_000,
-                    log_every=1_000,
-                ),
+                Budget(**_FULL_RUN, warmup_steps=1_500, eval_every=10_000, eval_episodes=1),
                 report="best_mean_success",
                 full_size=True,
                 source="mtrl (Sodhani et al. 2021) metaworld experiment config; Yu et al. 2020",
@@ -209,15 +220,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 "task per update, 50k steps per task, 5 evaluation episodes per task",
                 _V3,
                 _CPU_AGENT,
-                Budget(
-                    steps=50_000,
-                    warmup_steps=1_500,
-                    eval_every=10_000,
-                    eval_episodes=5,
-                    replay_size=500_000,
-                    checkpoint_every=10_000,
-                    log_every=500,
-                ),
+                Budget(**_CPU_RUN, eval_every=10_000, eval_episodes=5),
                 report="final_mean_success",
                 full_size=False,
             ),
@@ -227,15 +230,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                 "per update, 50k steps per task",
                 _MTRL,
                 _CPU_AGENT,
-                Budget(
-                    steps=50_000,
-                    warmup_steps=1_500,
-                    eval_every=5_000,
-                    eval_episodes=1,
-                    replay_size=500_000,
-                    checkpoint_every=10_000,
-                    log_every=500,
-                ),
+                Budget(**_CPU_RUN, eval_every=5_000, eval_episodes=1),
                 report="best_mean_success",
                 full_size=False,
             ),
@@ -273,10 +268,58 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
 
 
-def _sac_config_cls() -> type:
-    from gradsurgery.rl.config import SACConfig
+def _check_keys(what: str, given: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {what} field(s) {unknown}; known: {', '.join(sorted(allowed))}")
 
-    return SACConfig
+
+@dataclass(frozen=True)
+class Recipe:
+    """Agent settings (``SACConfig`` fields) layered over a preset's, some of them per method.
+
+    Attributes:
+        name: a label.
+        agent: the settings for every method.
+        per_method: overrides of ``agent`` for some methods (registry names, lower case).
+        replay_factor: the preset's replay size is multiplied by it.
+        source: where the values come from.
+    """
+
+    name: str
+    agent: Mapping[str, Any]
+    per_method: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    replay_factor: int = 1
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "agent", MappingProxyType(dict(self.agent)))
+        per_method = {k.lower(): MappingProxyType(dict(v)) for k, v in self.per_method.items()}
+        object.__setattr__(self, "per_method", MappingProxyType(per_method))
+        known = {f.name for f in fields(SACConfig)}
+        for what, settings in [("agent", self.agent), *self.per_method.items()]:
+            _check_keys(f"recipe {self.name} {what} (SACConfig)", settings, known)
+
+    def settings(self, method: str) -> dict[str, Any]:
+        """The ``SACConfig`` fields this recipe sets for ``method``."""
+        return {**self.agent, **self.per_method.get(method.lower(), {})}
+
+
+#: Kurin et al. (NeurIPS 2022)'s regularized MT-SAC (see the module docstring).
+KURIN = Recipe(
+    "kurin",
+    agent={"per_task_alpha": False, "reward_normalization": True, "actor_weight_decay": 3e-4},
+    per_method={"pcgrad": {"actor_weight_decay": 1e-4}, "graddrop": {"actor_weight_decay": 1e-4}},
+    replay_factor=4,
+    source="Kurin, De Palma, Kostrikov, Whiteson, Kumar: In Defense of the Unitary "
+    "Scalarization for Deep Multi-Task Learning, NeurIPS 2022 (their MT10 configurations)",
+)
+
+
+def kurin_config(method: str = "sum", **overrides: Any) -> SACConfig:
+    """The ``SACConfig`` of :data:`KURIN` for ``method`` (the preset's other fields at their
+    defaults), then ``overrides``. The 4× replay buffer is the preset's (``regularized=True``)."""
+    return SACConfig(**{"method": method, **KURIN.settings(method), **overrides})
 
 
 @dataclass(frozen=True)
@@ -285,7 +328,7 @@ class ResolvedPreset:
 
     name: str
     protocol: EnvProtocol
-    agent: Any  # SACConfig
+    agent: SACConfig
     budget: Budget
     num_tasks: int
     report: str
@@ -299,11 +342,10 @@ class ResolvedPreset:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable: what a result records about how it was produced."""
-        agent = self.agent.to_dict() if hasattr(self.agent, "to_dict") else dict(self.agent)
         return {
             "name": self.name,
             "protocol": self.protocol.to_dict(),
-            "agent": agent,
+            "agent": self.agent.to_dict(),
             "budget": self.budget.to_dict(),
             "num_tasks": self.num_tasks,
             "replay_capacity_per_task": self.replay_capacity_per_task,
@@ -320,12 +362,6 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     return x
-
-
-def _check_keys(what: str, given: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ValueError(f"unknown {what} field(s) {unknown}; known: {', '.join(sorted(allowed))}")
 
 
 def resolve_preset(
@@ -358,8 +394,8 @@ def resolve_preset(
         budget, agent, protocol: overrides of :class:`Budget`, ``SACConfig`` and
             :class:`~gradsurgery.rl.envs.EnvProtocol` fields.
         task_names: the suite's task names (``SACConfig.task_names``, used by CARE).
-        regularized: Kurin et al.'s recipe (``SACConfig.kurin(method)``: shared temperature,
-            reward normalization, actor weight decay) with a 4× replay buffer.
+        regularized: layer :data:`KURIN` over the preset (Kurin et al.'s recipe for the method:
+            shared temperature, reward normalization, actor weight decay; a 4× replay buffer).
     """
     preset = name if isinstance(name, Preset) else get_preset(name)
     budget = dict(budget or {})
@@ -367,8 +403,7 @@ def resolve_preset(
     protocol = dict(protocol or {})
     _check_keys("budget", budget, {f.name for f in fields(Budget)})
     _check_keys("protocol", protocol, {f.name for f in fields(EnvProtocol)})
-    sac_cls = _sac_config_cls()
-    _check_keys("agent (SACConfig)", agent, {f.name for f in fields(sac_cls)})
+    _check_keys("agent (SACConfig)", agent, {f.name for f in fields(SACConfig)})
     overrides: dict[str, Any] = {}
     if steps is not None:
         overrides["steps"] = steps
@@ -392,14 +427,12 @@ def resolve_preset(
         )
     b = dataclasses.replace(b, **budget)
     if regularized:
-        b = dataclasses.replace(b, replay_size=4 * b.replay_size)
+        b = dataclasses.replace(b, replay_size=KURIN.replay_factor * b.replay_size)
     proto = dataclasses.replace(preset.protocol, **protocol)
 
     settings: dict[str, Any] = dict(preset.agent)
     if regularized:
-        kurin = sac_cls.kurin(method or settings.get("method", "sum"))
-        for key in ("per_task_alpha", "reward_normalization", "actor_weight_decay"):
-            settings[key] = getattr(kurin, key)
+        settings.update(KURIN.settings(method or settings.get("method", "sum")))
     if method is not None:
         settings["method"] = method.lower()
     if method_kwargs:
@@ -411,7 +444,7 @@ def resolve_preset(
     if task_names is not None:
         settings["task_names"] = tuple(task_names)
     settings.update(agent)
-    config = sac_cls(**settings)
+    config = SACConfig(**settings)
     return ResolvedPreset(
         name=preset.name,
         protocol=proto,
