@@ -186,6 +186,24 @@ def test_resume_refuses_another_run_and_without_replay_refills(tmp_path: Path) -
     assert fresh.resumed_from == [] and fresh.steps == 24
 
 
+def test_run_state_round_trip_and_the_shared_resume_error() -> None:
+    from gradsurgery.rl.presets import get_preset
+    from gradsurgery.rl.runner import RunState
+    from gradsurgery.runtime import resumable
+
+    assert ResumeError is resumable.ResumeError and issubclass(ResumeError, ValueError)
+    state = RunState.start(("a", "b"), get_preset("smoke").budget)
+    assert (state.step, state.updates, state.resumed_from) == (0, 0, [])
+    state.step, state.updates, state.refill_until, state.at_boundary = 36, 26, 40, False
+    state.resumed_from.append(24)
+    state.accumulator.add_update({"loss": 2.0})
+    state.accumulator.add_episodes(np.array([True, False]), np.ones(2), np.zeros(2))
+    saved = state.to_state()
+    again = RunState.from_state(saved, ("a", "b"))
+    assert again.to_state() == saved and again.resumed_from == [24] and again.step == 36
+    assert again.accumulator.row(("a", "b")) == state.accumulator.row(("a", "b"))
+
+
 def test_the_rl_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from gradsurgery.cli import UsageError
     from gradsurgery.rl.rl_cli import COMMAND, add_rl_parser, run_rl
