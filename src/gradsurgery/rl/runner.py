@@ -33,7 +33,11 @@ and accumulated statistics are one :class:`RunState`::
         if run.maybe_checkpoint():  # at an episode boundary, when due; True: a requested stop
             break
         run.start_new_episodes()
-    run.finish()                    # unless stopped: the last evaluation and checkpoint
+    if run.status == "complete":
+        run.finish()                # the last evaluation and checkpoint
+    run.close()                     # (in a ``finally``)
+    run.write_result(final=True)    # result.json, the learning curves
+    return run.result()
 
 Resume. Running the same command again continues from the newest checkpoint (``resume=False``
 starts over and deletes the old checkpoints); a checkpoint of another run configuration, format
