@@ -1,4 +1,5 @@
-"""TriadMonitor's JSONL / CSV / TensorBoard rows, its summary, and plot_triad."""
+"""TriadMonitor's rows and summary, written through the JSONL / CSV / TensorBoard sinks of
+``triad_monitor``, and plot_triad."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from gradsurgery.diagnostics import TriadMonitor, plot_triad, triad_stats
+from gradsurgery.runtime.sinks import triad_monitor
 
 F64 = torch.float64
 NAMES = ["seg", "depth", "normal"]
@@ -38,7 +40,7 @@ def read_csv(path) -> tuple[list[str], list[dict[str, str]]]:
 def test_rows_jsonl_and_csv(tmp_path):
     jl, cv = tmp_path / "log.jsonl", tmp_path / "sub" / "log.csv"
     losses0 = torch.tensor([0.5, 1.5, 2.5])
-    with TriadMonitor(jl, task_names=NAMES, csv_path=cv, full_matrices=True) as mon:
+    with triad_monitor(jl, task_names=NAMES, csv_path=cv, full_matrices=True) as mon:
         r0 = mon.record(0, gram(G3), losses0, torch.arange(3), weights=torch.tensor([1.0, 0.5, 2]))
         mon.record_curvature(0, 0.25)
         # Task "depth" absent at step 1: rows of the Gramian are tasks 0 and 2.
@@ -88,7 +90,7 @@ def test_rows_jsonl_and_csv(tmp_path):
 
 def test_rows_are_flushed_before_close(tmp_path):
     jl, cv = tmp_path / "a.jsonl", tmp_path / "a.csv"
-    mon = TriadMonitor(jl, csv_path=cv)
+    mon = triad_monitor(jl, csv_path=cv)
     mon.record(0, gram(G3), torch.ones(3), torch.arange(3))
     # A killed run keeps what was recorded: read while the monitor is still open.
     assert len(read_jsonl(jl)) == 1
@@ -99,7 +101,7 @@ def test_rows_are_flushed_before_close(tmp_path):
 
 def test_every(tmp_path):
     jl = tmp_path / "e.jsonl"
-    with TriadMonitor(jl, every=3) as mon:
+    with triad_monitor(jl, every=3) as mon:
         out = [mon.record(s, gram(G3), torch.ones(3), torch.arange(3)) for s in range(8)]
     assert [r is not None for r in out] == [s % 3 == 0 for s in range(8)]
     assert [r["step"] for r in read_jsonl(jl)] == [0, 3, 6]
@@ -140,7 +142,7 @@ def test_summary():
 
 def test_without_task_names_csv_columns_from_first_row(tmp_path):
     cv = tmp_path / "n.csv"
-    with TriadMonitor(csv_path=cv) as mon:
+    with triad_monitor(csv_path=cv) as mon:
         mon.record_curvature(0, 0.5)  # before any triad row: held until the header is known
         row = mon.record(0, gram(G3[:2]), torch.tensor([1.0, 2.0]), torch.tensor([0, 1]))
         assert row["loss/0"] == 1.0 and row["grad_norm/1"] == pytest.approx(math.sqrt(2))
@@ -154,7 +156,7 @@ def test_without_task_names_csv_columns_from_first_row(tmp_path):
 
 def test_curvature_only_csv(tmp_path):
     cv = tmp_path / "c.csv"
-    with TriadMonitor(csv_path=cv) as mon:
+    with triad_monitor(csv_path=cv) as mon:
         mon.record_curvature(0, 0.5)
     header, rows = read_csv(cv)
     assert header == ["step", "curvature"] and rows == [{"step": "0", "curvature": "0.5"}]
@@ -191,7 +193,7 @@ def test_one_host_sync_per_record(monkeypatch):
 def test_tensorboard_missing_raises(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
     with pytest.raises(ImportError, match="pip install tensorboard"):
-        TriadMonitor(tmp_path / "x.jsonl", tensorboard_dir=tmp_path / "tb")
+        triad_monitor(tmp_path / "x.jsonl", tensorboard_dir=tmp_path / "tb")
     assert not (tmp_path / "x.jsonl").exists()
 
 
@@ -199,7 +201,7 @@ def test_tensorboard_scalars(monkeypatch, tmp_path):
     written: list[tuple[str, float, int]] = []
 
     class FakeWriter:
-        def __init__(self, log_dir: str) -> None:
+        def __init__(self, log_dir: str, purge_step: int | None = None) -> None:
             self.log_dir = log_dir
 
         def add_scalar(self, tag: str, value: float, global_step: int) -> None:
@@ -213,7 +215,7 @@ def test_tensorboard_scalars(monkeypatch, tmp_path):
     fake = types.ModuleType("torch.utils.tensorboard")
     fake.SummaryWriter = FakeWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
-    with TriadMonitor(task_names=NAMES, tensorboard_dir=tmp_path / "tb") as mon:
+    with triad_monitor(task_names=NAMES, tensorboard_dir=tmp_path / "tb") as mon:
         mon.record(5, gram(G3[:1]), torch.ones(1), torch.tensor([1]))
         mon.record_curvature(5, 0.75)
     tags = {tag: (value, step) for tag, value, step in written}
@@ -226,7 +228,7 @@ def test_tensorboard_scalars(monkeypatch, tmp_path):
 
 def test_plot_triad(tmp_path):
     jl = tmp_path / "p.jsonl"
-    with TriadMonitor(jl) as mon:
+    with triad_monitor(jl) as mon:
         for step in range(4):
             g = G3 if step % 2 else G_AB
             mon.record(step, gram(g), torch.ones(len(g)), torch.arange(len(g)))

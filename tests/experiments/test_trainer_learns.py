@@ -124,3 +124,35 @@ def test_tensorboard_scalars(tmp_path: Path, monkeypatch) -> None:
     tags = {tag for tag, _, _ in writer.scalars}
     assert {"train/loss/left", "train/weight/right", "time/step_ms", "eval/left/accuracy"} <= tags
     assert max(step for _, _, step in writer.scalars) == 4
+
+
+@pytest.mark.parametrize("layout", ["shared-input", "partitioned"])
+def test_trainer_calls_the_models_training_hooks_every_step(layout: str, monkeypatch) -> None:
+    """step_inputs before the forward pass, after_backward before the optimizer step, for any
+    MultiTaskModel and either batch layout (the routing network's REINFORCE step is one)."""
+    if layout == "partitioned":
+        train, test = _partitioned(40, data_seed=1), _partitioned(20, data_seed=2)
+        model = TaskConditionedNetwork(8, 2, 3, hidden=(8,))
+    else:
+        train, test = load_benchmark("multidigits", "train"), load_benchmark("multidigits", "test")
+        model = build_model(benchmark_setup("multidigits"), train.spec)
+    calls: list[tuple[str, object]] = []
+
+    def step_inputs(task_ids):
+        calls.append(("step_inputs", None if task_ids is None else task_ids.shape))
+        return ()
+
+    def after_backward(losses, task_ids, inputs):
+        grads = [p.grad for p in model.parameters()]
+        assert inputs == () and any(g is not None for g in grads)  # after the task backward
+        calls.append(("after_backward", tuple(losses().shape)))
+
+    monkeypatch.setattr(model, "step_inputs", step_inputs)
+    monkeypatch.setattr(model, "after_backward", after_backward)
+    config = TrainConfig(method="sum", steps=3, batch_size=30, progress=False)
+    Trainer(model, train, test, config).fit()
+    if layout == "partitioned":
+        expected = [("step_inputs", (30,)), ("after_backward", (30,))]
+    else:
+        expected = [("step_inputs", None), ("after_backward", (2,))]
+    assert calls == expected * 3

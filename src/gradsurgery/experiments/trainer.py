@@ -7,8 +7,13 @@ a :class:`~gradsurgery.MultiTaskBackward` method:
   (:func:`~gradsurgery.experiments.benchmarks.task_loss`), ``mtl.backward(losses)``; with
   ``representation=True`` the approximate MGDA-UB engine, ``mtl.backward(losses, representation=z)``;
 * task-partitioned data (a task id per sample): ``mtl.backward_partitioned(loss_fn, x, y, t,
-  task_ids=t)`` (about one backward pass for all tasks); a routing network's routes are sampled per
-  batch and its routers trained by REINFORCE with reward ``−loss`` after the task update.
+  task_ids=t)`` (about one backward pass for all tasks).
+
+Every :class:`~gradsurgery.models.MultiTaskModel` gets its two per-step hooks, whatever the layout:
+:meth:`~gradsurgery.models.MultiTaskModel.step_inputs` before the forward pass (extra inputs of the
+batch: a routing network samples its routes) and
+:meth:`~gradsurgery.models.MultiTaskModel.after_backward` after the task backward pass, before the
+optimizer step (a routing network trains its routers by REINFORCE with reward ``−loss``).
 
 A method's learnable parameters (uncertainty weighting's log-variances) join the model's in the
 optimizer. DWA-style methods get ``end_epoch()`` at every epoch boundary.
@@ -26,7 +31,9 @@ Files in ``out_dir`` (all optional: ``out_dir=None`` writes nothing and cannot r
   "weights": {task: w}, "time_s"}``, every ``log_every`` steps) and one per evaluation
   (``{"type": "eval", "step", "metrics": {task: {metric: v}}, "eval_loss", "train_loss"}``);
 * ``triad.jsonl`` (+ ``triad.png``) — the tragic-triad rows of
-  :class:`~gradsurgery.diagnostics.TriadMonitor` when ``diagnostics=True``;
+  :class:`~gradsurgery.diagnostics.TriadMonitor` when ``diagnostics=True`` (a
+  :class:`~gradsurgery.runtime.sinks.JsonlSink` appended to across resumed sessions; the run's
+  summary is :func:`~gradsurgery.diagnostics.triad_summary` of all its rows);
 * ``tensorboard/`` — when TensorBoard is installed and ``tensorboard=True``.
 
 Deterministic resume. :meth:`Trainer.fit` looks for a checkpoint first. A checkpoint holds the model,
@@ -77,11 +84,11 @@ from torch import Tensor, nn
 
 from gradsurgery.backward import MultiTaskBackward, StepResult
 from gradsurgery.data import MultiTaskDataset
-from gradsurgery.diagnostics import TriadMonitor
+from gradsurgery.diagnostics import TriadMonitor, triad_summary
 from gradsurgery.experiments.benchmarks import partitioned_loss, task_loss
 from gradsurgery.experiments.data import Batch, BatchSource, EpochOrder, batch_to
 from gradsurgery.metrics import MultiTaskEvaluator
-from gradsurgery.models import MultiTaskModel, RoutingNetwork
+from gradsurgery.models import MultiTaskModel
 from gradsurgery.runtime.resumable import Resumable
 from gradsurgery.runtime.runlog import (
     JsonlLog,
@@ -95,6 +102,7 @@ from gradsurgery.runtime.seeding import (
     restore_rng_state,
     seed_everything,
 )
+from gradsurgery.runtime.sinks import JsonlSink
 from gradsurgery.runtime.values import finite_or_none
 
 __all__ = [
@@ -204,45 +212,26 @@ class TrainResult:
         return asdict(self)
 
 
-def triad_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """:meth:`TriadMonitor.summary` of rows read back from a ``triad.jsonl`` (all sessions)."""
-    monitor = TriadMonitor(None)
-    for row in rows:
-        if "curvature" in row:
-            if row["curvature"] is not None:
-                monitor.record_curvature(row["step"], row["curvature"])
-        elif "num_pairs" in row:
-            monitor._accumulate(row)  # same package: replays rows through the monitor's own sums
-    return monitor.summary()
-
-
-class _TriadLog(TriadMonitor):
-    """A TriadMonitor that appends its rows to a JSON Lines file (kept across resumed sessions)."""
-
-    def __init__(self, path: Path, task_names: Sequence[str], every: int) -> None:
-        super().__init__(None, task_names=task_names, every=every)
-        self.log = JsonlLog(path)
-
-    def record(
-        self,
-        step: int,
-        gramian: Tensor,
-        losses: Tensor,
-        tasks: Tensor,
-        weights: Tensor | None = None,
-    ) -> dict[str, Any] | None:
-        row = super().record(step, gramian, losses, tasks, weights)
-        if row is not None:
-            self.log.write(row)
-        return row
-
-    def close(self) -> None:
-        super().close()
-        self.log.close()
-
-
 def _host(t: Tensor | None) -> list[float] | None:
     return None if t is None else t.detach().double().cpu().tolist()
+
+
+@dataclass
+class _Session:
+    """What one call of :meth:`Trainer.fit` opens: its logs, progress bar and measures."""
+
+    log: JsonlLog | None
+    tb: Any
+    progress: Progress
+    memory: PeakMemory
+    start: float  # host clock at the session's start or its last checkpoint
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.log is not None:
+            self.log.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 class Trainer:
@@ -282,7 +271,6 @@ class Trainer:
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.partitioned = self.spec.partitioned
-        self.routing = isinstance(model, RoutingNetwork)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = list(callbacks)
         self.task_losses = list(task_losses or [task_loss(t) for t in self.spec.tasks])
@@ -309,15 +297,16 @@ class Trainer:
             config.steps if config.steps is not None else bpe * int(config.epochs or 0)
         )
 
-        self.monitor: _TriadLog | TriadMonitor | None = None
+        self.triad_log: JsonlSink | None = None
+        self.monitor: TriadMonitor | None = None
         if config.diagnostics:
-            names = list(self.spec.task_names)
-            if self.out_dir is not None:
-                self.monitor = _TriadLog(
-                    self.out_dir / "triad.jsonl", names, config.diagnostics_every
-                )
-            else:
-                self.monitor = TriadMonitor(None, task_names=names, every=config.diagnostics_every)
+            if self.out_dir is not None:  # kept across resumed sessions
+                self.triad_log = JsonlSink(self.out_dir / "triad.jsonl", append=True)
+            self.monitor = TriadMonitor(
+                task_names=list(self.spec.task_names),
+                every=config.diagnostics_every,
+                sinks=[self.triad_log] if self.triad_log is not None else [],
+            )
         self.mtl = MultiTaskBackward(
             self.model,
             config.method,
@@ -463,29 +452,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         batch = batch_to(batch, self.device)
         if self.partitioned:
-            x, y, t = batch
-            extra: tuple[Tensor, ...] = ()
-            if self.routing:
-                extra = (self.model.route(t),)  # type: ignore[operator]
-            result = self.mtl.backward_partitioned(self.loss_fn, x, y, t, *extra, task_ids=t)
-            if self.routing:
-                with torch.no_grad():
-                    rewards = -self.loss_fn(self.model, x, y, t, *extra)
-                self.model.router_loss(t, extra[0], rewards).backward()  # type: ignore[operator]
+            result = self._backward_partitioned(batch)
         else:
-            x, targets = batch
-            z = None
-            if self.config.representation:
-                outputs, z = self.model(x, return_representation=True)
-            else:
-                outputs = self.model(x)
-            losses = [
-                fn(out, targets[name])
-                for fn, out, name in zip(
-                    self.task_losses, outputs, self.spec.task_names, strict=True
-                )
-            ]
-            result = self.mtl.backward(losses, representation=z)
+            result = self._backward_shared(batch)
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
         self.optimizer.step()
@@ -494,6 +463,49 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return result, time.perf_counter() - start
+
+    def _backward_partitioned(self, batch: Batch) -> StepResult:
+        """The task update of a task-partitioned batch, between the model's two hooks."""
+        x, y, t = batch
+        extra = self._step_inputs(t)
+        result = self.mtl.backward_partitioned(self.loss_fn, x, y, t, *extra, task_ids=t)
+
+        @torch.no_grad()
+        def sample_losses() -> Tensor:
+            return self.loss_fn(self.model, x, y, t, *extra)
+
+        self._after_backward(sample_losses, t, extra)
+        return result
+
+    def _backward_shared(self, batch: Batch) -> StepResult:
+        """The task update of a shared-input batch, between the model's two hooks."""
+        x, targets = batch
+        extra = self._step_inputs(None)
+        z = None
+        if self.config.representation:
+            outputs, z = self.model(x, *extra, return_representation=True)
+        else:
+            outputs = self.model(x, *extra)
+        losses = [
+            fn(out, targets[name])
+            for fn, out, name in zip(self.task_losses, outputs, self.spec.task_names, strict=True)
+        ]
+        result = self.mtl.backward(losses, representation=z)
+        self._after_backward(lambda: torch.stack([v.detach() for v in losses]), None, extra)
+        return result
+
+    def _step_inputs(self, task_ids: Tensor | None) -> tuple[Tensor, ...]:
+        """:meth:`MultiTaskModel.step_inputs` (none for a plain module)."""
+        if isinstance(self.model, MultiTaskModel):
+            return self.model.step_inputs(task_ids)
+        return ()
+
+    def _after_backward(
+        self, losses: Callable[[], Tensor], task_ids: Tensor | None, inputs: tuple[Tensor, ...]
+    ) -> None:
+        """:meth:`MultiTaskModel.after_backward` (nothing for a plain module)."""
+        if isinstance(self.model, MultiTaskModel):
+            self.model.after_backward(losses, task_ids, inputs)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
@@ -555,9 +567,9 @@ class Trainer:
                 }
             log.write(row)
         if tb is not None:
-            for name, v in loss_d.items():
-                if v is not None:
-                    tb.add_scalar(f"train/loss/{name}", v, self.step)
+            for name, value in loss_d.items():
+                if value is not None:
+                    tb.add_scalar(f"train/loss/{name}", value, self.step)
             if weights is not None:
                 for k, w in zip(tasks, weights, strict=True):
                     tb.add_scalar(f"train/weight/{names[k]}", w, self.step)
@@ -601,6 +613,21 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train to the budget (resuming from the newest checkpoint in ``out_dir`` if any)."""
+        session = self._open_session()
+        try:
+            while self.step < self.total_steps:
+                self._train_epoch(session)
+        except StopTraining:
+            pass
+        finally:
+            session.close()
+            if self.monitor is not None:
+                self.monitor.close()
+        self._note_memory(session.memory)
+        return self.result()
+
+    def _open_session(self) -> _Session:
+        """Resume (or seed a fresh run), then open this session's logs, cut back to its step."""
         resumed = self._resume()
         if not resumed:
             seed_everything(derive_seed(self.config.seed, "train"))
@@ -611,70 +638,68 @@ class Trainer:
             tb = tensorboard_writer(self.out_dir / "tensorboard", purge_step=self.step)
         if log is not None:
             log.truncate_after(self.step)
-        if isinstance(self.monitor, _TriadLog):
-            self.monitor.log.truncate_after(self.mtl.step - 1)
-
+        if self.triad_log is not None:
+            self.triad_log.truncate_after(self.mtl.step - 1)
         memory = PeakMemory(self.device)  # started after this session's first step
-        session_start = time.perf_counter()
+        start = time.perf_counter()
         progress = Progress(
             self.total_steps,
             initial=self.step,
             desc=f"{self.config.method} seed {self.config.seed}",
             enabled=self.config.progress,
         )
-        bpe = self.order.batches_per_epoch
-        try:
-            while self.step < self.total_steps:
-                if self.permutation is None:
-                    self.permutation = self.order.permutation(self.epoch)
-                remaining = self.order.batches(self.permutation, self.batch_in_epoch)
-                loader_seed = derive_seed(
-                    self.config.seed, "loader", self.epoch, self.batch_in_epoch
-                )
-                for batch in self.train_source.iterate(remaining, loader_seed):
-                    result, seconds = self._train_step(batch)
-                    if not memory.started:
-                        memory.start()
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    self.step_times.append(seconds)
-                    postfix = self._record_train(result, seconds, log, tb)
-                    epoch_ended = self.batch_in_epoch >= bpe
-                    if epoch_ended:
-                        self.epoch += 1
-                        self.batch_in_epoch = 0
-                        self.permutation = None
-                        end_epoch = getattr(self.mtl.method, "end_epoch", None)
-                        if callable(end_epoch):
-                            end_epoch()
-                    progress.update(1, postfix)
-                    evaluated = False
-                    if self._eval_due(epoch_ended):
-                        self._run_eval(log, tb)
-                        evaluated = True
-                    every = self.config.checkpoint_every
-                    due = evaluated if every is None else self.step % every == 0
-                    if due or self.step >= self.total_steps:
-                        self._note_memory(memory)
-                        self.wall_s += time.perf_counter() - session_start
-                        session_start = time.perf_counter()
-                        self.save_checkpoint()
-                    for callback in self.callbacks:
-                        callback(self, self.step)
-                    if self.step >= self.total_steps or epoch_ended:
-                        break
-        except StopTraining:
-            pass
-        finally:
-            progress.close()
-            if log is not None:
-                log.close()
-            if tb is not None:
-                tb.close()
-            if self.monitor is not None:
-                self.monitor.close()
-        self._note_memory(memory)
-        return self.result()
+        return _Session(log=log, tb=tb, progress=progress, memory=memory, start=start)
+
+    def _train_epoch(self, session: _Session) -> None:
+        """The steps left in the current epoch, or in the budget when it ends first."""
+        if self.permutation is None:
+            self.permutation = self.order.permutation(self.epoch)
+        remaining = self.order.batches(self.permutation, self.batch_in_epoch)
+        loader_seed = derive_seed(self.config.seed, "loader", self.epoch, self.batch_in_epoch)
+        for batch in self.train_source.iterate(remaining, loader_seed):
+            if self._train_and_follow_up(batch, session):
+                break
+
+    def _train_and_follow_up(self, batch: Batch, session: _Session) -> bool:
+        """One step, then its log row, the epoch's end, evaluation, checkpoint and callbacks.
+        Returns whether the epoch or the budget ended with it."""
+        result, seconds = self._train_step(batch)
+        if not session.memory.started:
+            session.memory.start()
+        self.step += 1
+        self.batch_in_epoch += 1
+        self.step_times.append(seconds)
+        postfix = self._record_train(result, seconds, session.log, session.tb)
+        epoch_ended = self._end_epoch_if_done()
+        session.progress.update(1, postfix)
+        evaluated = self._eval_due(epoch_ended)
+        if evaluated:
+            self._run_eval(session.log, session.tb)
+        if self._checkpoint_due(evaluated):
+            self._note_memory(session.memory)
+            self.wall_s += time.perf_counter() - session.start
+            session.start = time.perf_counter()
+            self.save_checkpoint()
+        for callback in self.callbacks:
+            callback(self, self.step)
+        return self.step >= self.total_steps or epoch_ended
+
+    def _end_epoch_if_done(self) -> bool:
+        """At the epoch's last batch: move to the next epoch, tell the method; whether it ended."""
+        if self.batch_in_epoch < self.order.batches_per_epoch:
+            return False
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.permutation = None
+        end_epoch = getattr(self.mtl.method, "end_epoch", None)
+        if callable(end_epoch):
+            end_epoch()
+        return True
+
+    def _checkpoint_due(self, evaluated: bool) -> bool:
+        every = self.config.checkpoint_every
+        due = evaluated if every is None else self.step % every == 0
+        return due or self.step >= self.total_steps
 
     def _note_memory(self, memory: PeakMemory) -> None:
         if memory.started:
@@ -685,15 +710,6 @@ class Trainer:
         """The :class:`TrainResult` of the run so far (its last evaluation)."""
         last = self.history[-1] if self.history else {"metrics": {}, "eval_loss": {}}
         times = self.step_times or [float("nan")]
-        diagnostics = None
-        if self.config.diagnostics:
-            if isinstance(self.monitor, _TriadLog):
-                rows = JsonlLog.read(self.monitor.log.path)
-                diagnostics = triad_summary(rows)
-                if rows:
-                    _plot_triad(self.monitor.log.path)
-            elif self.monitor is not None:
-                diagnostics = self.monitor.summary()
         return TrainResult(
             final_metrics=last["metrics"],
             final_eval_loss=last["eval_loss"],
@@ -706,8 +722,17 @@ class Trainer:
             memory_measure=self.memory_measure,
             wall_s=self.wall_s,
             sessions=self.sessions,
-            diagnostics=diagnostics,
+            diagnostics=self._triad_diagnostics(),
         )
+
+    def _triad_diagnostics(self) -> dict[str, Any] | None:
+        """The triad summary of the run: of every session's rows when they are logged."""
+        if self.triad_log is not None:
+            rows = JsonlLog.read(self.triad_log.path)
+            if rows:
+                _plot_triad(self.triad_log.path)
+            return triad_summary(rows)
+        return self.monitor.summary() if self.monitor is not None else None
 
 
 def _plot_triad(jsonl: Path) -> None:

@@ -16,7 +16,8 @@ diagnosed ``sum`` run is not bit-identical to an undiagnosed one.
 
 The runner writes each row to ``log.jsonl`` as ``{"kind": "diagnostics", "loss": "critic" |
 "actor", "step": <env step per task>, "update": <update index>, ...}`` (resume truncates it with
-the rest of the log) and :func:`summarize_diagnostics` averages them for ``result.json``.
+the rest of the log) and :func:`summarize_diagnostics` averages them for ``result.json`` with the
+supervised trainer's summary (:func:`~gradsurgery.diagnostics.triad_summary`), per loss.
 
 Example:
     >>> import torch
@@ -38,17 +39,16 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gradsurgery.diagnostics.monitor import TriadMonitor
-from gradsurgery.diagnostics.triad import TriadStats
+from gradsurgery.diagnostics.summary import AVERAGED_FIELDS, summary_key, triad_summary
 
 __all__ = ["SUMMARY_FIELDS", "UpdateDiagnostics", "summarize_diagnostics"]
 
-#: Row fields averaged by :func:`summarize_diagnostics`.
-SUMMARY_FIELDS: tuple[str, ...] = (*TriadStats.SCALAR_FIELDS, "grad_norm_ratio")
+#: Row fields summarized by :func:`summarize_diagnostics` (``min_cosine``: the minimum).
+SUMMARY_FIELDS: tuple[str, ...] = (*AVERAGED_FIELDS, "min_cosine")
 
 
 class UpdateDiagnostics:
@@ -93,33 +93,25 @@ class UpdateDiagnostics:
             if row is None:
                 continue
             monitor.last_row = None
-            norms = [v for k, v in row.items() if k.startswith("grad_norm/") and v is not None]
-            positive = [v for v in norms if v > 0]
-            ratio = max(positive) / min(positive) if len(positive) >= 2 else None
             out = {"kind": "diagnostics", "loss": name, "step": int(step), "update": row["step"]}
             out.update({k: v for k, v in row.items() if k != "step"})
-            out["grad_norm_ratio"] = ratio if ratio is None or math.isfinite(ratio) else None
             rows.append(out)
         return rows
 
 
 def summarize_diagnostics(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per loss: how many updates were diagnosed and the mean of each :data:`SUMMARY_FIELDS`
-    (``min_cosine``: the minimum) over them; undefined values (None) are skipped."""
+    """Per loss: the number of diagnosed updates and the
+    :func:`~gradsurgery.diagnostics.triad_summary` of their rows restricted to
+    :data:`SUMMARY_FIELDS` (``mean_<field>``; ``min_cosine``: the minimum): means over the
+    diagnosed updates with at least two tasks, undefined values (None) skipped."""
     by_loss: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("kind") == "diagnostics":
             by_loss.setdefault(str(row["loss"]), []).append(row)
     out: dict[str, dict[str, Any]] = {}
     for loss, loss_rows in by_loss.items():
-        summary: dict[str, Any] = {"updates_diagnosed": len(loss_rows)}
-        for field in SUMMARY_FIELDS:
-            values = [r[field] for r in loss_rows if r.get(field) is not None]
-            if field == "min_cosine":
-                summary[field] = min(values) if values else None
-            else:
-                summary[f"mean_{field}" if not field.startswith("mean") else field] = (
-                    sum(values) / len(values) if values else None
-                )
-        out[loss] = summary
+        summary = triad_summary(loss_rows)
+        out[loss] = {"updates_diagnosed": summary["steps"]}
+        out[loss].update({summary_key(f): summary[summary_key(f)] for f in AVERAGED_FIELDS})
+        out[loss]["min_cosine"] = summary["min_cosine"]
     return out
