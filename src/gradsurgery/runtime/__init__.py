@@ -19,6 +19,7 @@ from gradsurgery.runtime.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from gradsurgery.runtime.resumable import Resumable, ResumeError
 from gradsurgery.runtime.seeding import (
     capture_rng_state,
     derive_seed,
@@ -32,6 +33,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "MeanCI",
+    "Resumable",
+    "ResumeError",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
