@@ -265,3 +265,28 @@ def test_softmod_task_reweighting_weights() -> None:
     torch.testing.assert_close(agent.task_weights(), want)
     with pytest.raises(ValueError, match="per_task_alpha"):
         SACConfig(task_reweighting="softmax_neg_log_alpha", per_task_alpha=False)
+
+
+@pytest.mark.parametrize("method", ["sum", "pcgrad"])
+def test_the_temperature_step_reads_log_pi_of_the_actor_loss(method: str) -> None:
+    """The actor loss returns log π as an auxiliary output (:class:`ActorLoss`); the update's
+    entropy and temperature loss use it, on the eager path (``sum``) from the actor loss's own
+    forward, on the vectorized path (``pcgrad``) from the target pass: the same numbers."""
+    agent = frozen_agent(method=method)
+    b = make_batch(4)
+    n = len(b)
+    g = torch.Generator().set_state(agent.generator.get_state())
+    noise_pi = torch.randn(2 * n, ACT, generator=g, dtype=torch.float64)[n:]
+    with torch.no_grad():
+        alpha = agent.temperature(b.task_ids).exp()
+    w = agent.task_weights()[b.task_ids]
+    out = agent.actor_objective(agent.actor, b.obs, b.task_ids, noise_pi, alpha, w)
+    assert out.losses.shape == out.log_pi.shape == (n,) and not out.log_pi.requires_grad
+    info = agent.update(b)
+    torch.testing.assert_close(info["entropy"], -out.log_pi.mean().item(), rtol=1e-12, atol=1e-12)
+    want_alpha_loss = -(alpha * (out.log_pi + agent.target_entropy)).mean()
+    torch.testing.assert_close(info["alpha_loss"], want_alpha_loss.item(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        info["actor_loss"], out.losses.mean().item() * M, rtol=1e-12, atol=1e-12
+    )
+    assert not hasattr(agent, "_stash")

@@ -122,7 +122,6 @@ def test_engine_per_task_gradients_equal_loop(arch: str, unbalanced: bool) -> No
     noise = torch.randn(n, ACT, dtype=torch.float64)
     alpha = torch.rand(n, dtype=torch.float64) + 0.1
     actor_in = (b.obs, ids, noise, alpha, w)
-    agent._stash = None
     agent.critic.requires_grad_(False)
     J_loop, l_loop = loop_gradients(agent.actor, agent._actor_loss, actor_in, ids)
     J_vmap, l_vmap = engine_gradients(agent.actor, agent._actor_loss, actor_in, ids)

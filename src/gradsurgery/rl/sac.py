@@ -33,9 +33,11 @@ Choices:
   what ``vmap`` over task segments needs (no ``randomness`` mode to pick) and makes an update
   reproducible from the agent's state.
 * The temperature step needs ``log π(ã | s)`` of the pre-update actor for the same noise. On the
-  unitary path it is taken from the actor loss's own forward pass; when the actor's method needs
-  per-task gradients (its forward runs under ``vmap``), it is computed in the no-gradient pass that
-  evaluates the TD target, as one batched actor forward over ``[s' ; s]`` — no extra call.
+  unitary path it is an auxiliary output of the actor loss's own forward pass
+  (:meth:`MTSAC.actor_objective` returns :class:`ActorLoss`, per-sample losses and ``log π``);
+  when the actor's method needs per-task gradients (its forward runs under ``vmap``, where an
+  auxiliary output would be batched), it is computed in the no-gradient pass that evaluates the TD
+  target, as one batched actor forward over ``[s' ; s]`` — no extra call.
 * With ``per_task_alpha`` the temperatures share no parameter, so a method has nothing to combine:
   the temperature step is then always the plain sum (``apply_method_to`` is ignored for it).
 * The critic is frozen (``requires_grad_(False)``) during the actor step; gradients reach the actor
@@ -61,8 +63,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -70,15 +72,15 @@ from torch import Tensor, nn
 
 from gradsurgery.backward import MultiTaskBackward, StepResult
 from gradsurgery.engines.task_partitioned import TaskBatch
-from gradsurgery.models.layers import task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import task_one_hot
 from gradsurgery.rl.config import SACConfig
 from gradsurgery.rl.networks import Actor, TwinCritic, build_actor, build_critic
 from gradsurgery.rl.replay import MultiTaskReplay, SACBatch
 from gradsurgery.rl.reward_normalization import RewardNormalizer
 from gradsurgery.rl.update_metrics import UpdateMetrics
 
-__all__ = ["MTSAC", "Temperature"]
+__all__ = ["MTSAC", "ActorLoss", "Temperature"]
 
 
 class Temperature(MultiTaskModel):
@@ -111,6 +113,47 @@ class Temperature(MultiTaskModel):
         """``(m,)`` current ``α`` of every task (detached)."""
         a = self.log_alpha.detach().exp()
         return a if self.per_task else a.expand(self.num_tasks)
+
+
+class ActorLoss(NamedTuple):
+    """What the actor loss computes: the per-sample losses and, as an auxiliary output, the
+    detached ``log π(ã | s)`` that the temperature step reads."""
+
+    losses: Tensor  # (n,)
+    log_pi: Tensor  # (n,), no gradient
+
+
+class _WithAux:
+    """``loss_fn(module, *batch) -> (losses, aux)`` as the ``(n,)`` loss function that
+    ``MultiTaskBackward.backward_partitioned`` takes: :meth:`backward` runs the step and returns
+    its result with the aux of the call.
+
+    Eager path only (a method without per-task gradients: the loss runs once, outside ``vmap``).
+    One instance per loss, kept by the agent, so that ``torch.compile`` (``SACConfig.compile``)
+    sees the same function at every update.
+    """
+
+    def __init__(self, loss_fn: Callable[..., tuple[Tensor, Tensor]]) -> None:
+        self.loss_fn = loss_fn
+        self._aux: Tensor | None = None
+
+    def __call__(self, module: nn.Module, *batch: Tensor) -> Tensor:
+        losses, self._aux = self.loss_fn(module, *batch)
+        return losses
+
+    def backward(
+        self, engine: MultiTaskBackward, *batch: Tensor, **split: Any
+    ) -> tuple[StepResult, Tensor]:
+        if engine.needs_task_gradients:
+            raise RuntimeError("auxiliary outputs are read on the eager path only")
+        self._aux = None
+        try:
+            result = engine.backward_partitioned(self, *batch, **split)
+            aux = self._aux
+        finally:
+            self._aux = None
+        assert aux is not None
+        return result, aux
 
 
 class MTSAC:
@@ -201,20 +244,22 @@ class MTSAC:
             return out
 
         lr, alpha_lr = config.lr, config.alpha_lr if config.alpha_lr is not None else config.lr
-        fused = {"fused": True} if config.fused_adam else {}
+        fused = True if config.fused_adam else None  # None: torch's default implementation
         self.actor_optimizer = torch.optim.Adam(
-            groups(self.actor, "actor", config.actor_weight_decay), lr=lr, **fused
+            groups(self.actor, "actor", config.actor_weight_decay), lr=lr, fused=fused
         )
-        self.critic_optimizer = torch.optim.Adam(groups(self.critic, "critic", 0.0), lr=lr, **fused)
+        self.critic_optimizer = torch.optim.Adam(
+            groups(self.critic, "critic", 0.0), lr=lr, fused=fused
+        )
         self.alpha_optimizer = torch.optim.Adam(
-            groups(self.temperature, "alpha", 0.0), lr=alpha_lr, **fused
+            groups(self.temperature, "alpha", 0.0), lr=alpha_lr, fused=fused
         )
 
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.act_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.num_updates = 0
         self.last_results: dict[str, StepResult] = {}
-        self._stash: Tensor | None = None
+        self._actor_with_aux = _WithAux(self.actor_objective)
         self._layouts: dict[int, TaskBatch] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -321,14 +366,25 @@ class MTSAC:
         q1, q2 = critic(obs, actions, task_ids)
         return w * ((q1 - y).square() + (q2 - y).square())
 
+    def _actor_terms(
+        self, actor: Actor, obs: Tensor, task_ids: Tensor, noise: Tensor, alpha: Tensor, w: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        action, log_pi = actor.sample(obs, task_ids, noise)
+        q1, q2 = self.critic(obs, action, task_ids)
+        return w * (alpha * log_pi - torch.minimum(q1, q2)), log_pi
+
+    def actor_objective(
+        self, actor: Actor, obs: Tensor, task_ids: Tensor, noise: Tensor, alpha: Tensor, w: Tensor
+    ) -> ActorLoss:
+        """The per-sample actor loss and the detached ``log π`` of its actions."""
+        losses, log_pi = self._actor_terms(actor, obs, task_ids, noise, alpha, w)
+        return ActorLoss(losses, log_pi.detach())
+
     def _actor_loss(
         self, actor: Actor, obs: Tensor, task_ids: Tensor, noise: Tensor, alpha: Tensor, w: Tensor
     ) -> Tensor:
-        action, log_pi = actor.sample(obs, task_ids, noise)
-        q1, q2 = self.critic(obs, action, task_ids)
-        if self._stash is not None:  # eager path only (see the module docstring)
-            self._stash = log_pi.detach()
-        return w * (alpha * log_pi - torch.minimum(q1, q2))
+        """The per-sample actor loss alone (the vectorized path: no auxiliary output)."""
+        return self._actor_terms(actor, obs, task_ids, noise, alpha, w)[0]
 
     def _alpha_loss(
         self, temperature: Temperature, task_ids: Tensor, log_pi: Tensor, w: Tensor
@@ -396,17 +452,19 @@ class MTSAC:
         # -- actor (critic frozen)
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.critic.requires_grad_(False)
-        self._stash = None if actor_vectorized else torch.empty(0)
+        actor_batch = (obs, task_ids, noise_pi, alpha, w)
         try:
-            res_a = self.backward["actor"].backward_partitioned(
-                self._actor_loss, obs, task_ids, noise_pi, alpha, w, **split
-            )
+            if log_pi_now is None:  # eager: log π is the actor loss's auxiliary output
+                res_a, log_pi_now = self._actor_with_aux.backward(
+                    self.backward["actor"], *actor_batch, **split
+                )
+            else:
+                res_a = self.backward["actor"].backward_partitioned(
+                    self._actor_loss, *actor_batch, **split
+                )
         finally:
             self.critic.requires_grad_(True)
-        if log_pi_now is None:
-            log_pi_now = self._stash
-        self._stash = None
-        assert log_pi_now is not None and log_pi_now.shape == (n,)
+        assert log_pi_now.shape == (n,)
         self._clip(self.actor)
         self.actor_optimizer.step()
 
@@ -420,8 +478,8 @@ class MTSAC:
 
         # -- targets
         with torch.no_grad():
-            src = list(self.critic.parameters())
-            dst = list(self.critic_target.parameters())
+            src: list[Tensor] = list(self.critic.parameters())
+            dst: list[Tensor] = list(self.critic_target.parameters())
             torch._foreach_lerp_(dst, src, cfg.tau)
         self.num_updates += 1
         self.last_results = {"critic": res_c, "actor": res_a, "alpha": res_t}
