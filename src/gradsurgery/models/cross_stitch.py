@@ -40,12 +40,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import mlp_width
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import mlp_width
 from gradsurgery.models.lenet import lenet_head, lenet_trunk
 
 __all__ = ["CrossStitchNetwork", "CrossStitchUnit", "cross_stitch_lenet", "cross_stitch_mlp"]
@@ -79,7 +80,7 @@ class CrossStitchUnit(nn.Module):
 
     def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
         x = torch.stack(list(xs))  # (m, n, C, ...)
-        alpha = self.alpha
+        alpha: Tensor = self.alpha
         if self.channels is not None:
             if x.dim() < 3 or x.shape[2] != self.channels:
                 raise ValueError(
@@ -147,7 +148,8 @@ class CrossStitchNetwork(MultiTaskModel):
     def forward(self, x: Tensor) -> list[Tensor]:
         hs: list[Tensor] = [x] * self.num_tasks
         for s, unit in enumerate(self.units):
-            hs = unit([col[s](h) for col, h in zip(self.columns, hs, strict=True)])
+            columns = cast("Iterable[nn.ModuleList]", self.columns)
+            hs = unit([col[s](h) for col, h in zip(columns, hs, strict=True)])
         return [head(h) for head, h in zip(self.heads, hs, strict=True)]
 
 

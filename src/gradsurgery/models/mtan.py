@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -150,14 +151,15 @@ class MTANSegNet(MultiTaskModel):
             task_masks = []
             t: Tensor | None = None
             for j in range(depth):  # encoder, shallow to deep
-                a = self.enc_att[i][j](_cat(feats.enc_first[j], t))
+                a = cast(nn.ModuleList, self.enc_att[i])[j](_cat(feats.enc_first[j], t))
                 task_masks.append(a)
                 t = F.max_pool2d(self.enc_shared[j](a * feats.enc_out[j]), 2, 2)
             assert t is not None
             for j in reversed(range(depth)):  # decoder, deep to shallow
                 v = feats.dec_in[j]
                 up = F.interpolate(t, size=v.shape[-2:], mode="bilinear", align_corners=True)
-                a = self.dec_att[i][j](torch.cat([v, self.dec_shared[j](up)], dim=1))
+                att = cast(nn.ModuleList, self.dec_att[i])[j]
+                a = att(torch.cat([v, self.dec_shared[j](up)], dim=1))
                 task_masks.append(a)
                 t = a * feats.dec_out[j]
             outputs.append(self.heads[i](t))
@@ -238,7 +240,7 @@ class MTANClassifier(MultiTaskModel):
             t: Tensor | None = None
             task_masks = []
             for j in range(len(self.channels)):
-                a = self.att[i][j](_cat(us[j], t))
+                a = cast(nn.ModuleList, self.att[i])[j](_cat(us[j], t))
                 task_masks.append(a)
                 t = F.max_pool2d(self.shared_att[j](a * ps[j]), 2, 2)
             assert t is not None

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,10 @@ class RoutingNetwork(MultiTaskModel):
     """
 
     task_conditioned = True
+
+    baseline: Tensor
+    baseline_seen: Tensor
+    usage: Tensor
 
     def __init__(
         self,
@@ -186,7 +191,7 @@ class RoutingNetwork(MultiTaskModel):
             routes = self.route(task_ids)
         h = self.trunk(x).flatten(1)
         for layer, blocks in enumerate(self.blocks):
-            h = gathered_linear(h, routes[:, layer], list(blocks))
+            h = gathered_linear(h, routes[:, layer], cast(nn.ModuleList, blocks))
             if layer < self.num_layers - 1:
                 h = F.relu(h)
         return h

@@ -35,8 +35,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -139,7 +140,7 @@ class SegNet(nn.Module):
         j_max = len(self.channels)
         enc_first, enc_out, indices = [], [], []
         h = x
-        for stage in self.encoder:
+        for stage in cast("Iterable[_Stage]", self.encoder):
             u = stage.first(h)
             p = stage.rest(u)
             enc_first.append(u)
@@ -149,8 +150,8 @@ class SegNet(nn.Module):
         dec_in: list[Tensor] = [h] * j_max
         dec_out: list[Tensor] = [h] * j_max
         for j in reversed(range(j_max)):
-            v = F.max_unpool2d(h, indices[j], 2, 2, output_size=enc_out[j].shape[-2:])
-            stage = self.decoder[j]
+            v = F.max_unpool2d(h, indices[j], (2, 2), (2, 2), output_size=enc_out[j].shape[-2:])
+            stage = cast(_Stage, self.decoder[j])
             h = stage.rest(stage.first(v))
             dec_in[j], dec_out[j] = v, h
         return SegNetFeatures(enc_first, enc_out, dec_in, dec_out)

@@ -33,8 +33,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import gathered_linear, mlp, mlp_width, task_one_hot
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import gathered_linear, mlp, mlp_width, task_one_hot
 
 __all__ = ["TaskConditionedNetwork"]
 
