@@ -165,11 +165,12 @@ def _gramian(rows: list[list[Tensor | None]], like: Tensor) -> Tensor:
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     gram = like.new_zeros((m, m), dtype=dtype)
     for p in range(len(rows[0])):
-        used = [k for k in range(m) if rows[k][p] is not None]
-        if not used:
+        grads = [row[p] for row in rows]
+        present = next((g for g in grads if g is not None), None)
+        if present is None:
             continue
-        block = torch.stack([rows[k][p].reshape(-1).to(dtype) for k in used])  # type: ignore[union-attr]
-        sub = block @ block.T
-        idx = torch.tensor(used, device=gram.device)
-        gram = gram.index_put((idx.unsqueeze(1), idx.unsqueeze(0)), sub, accumulate=True)
+        zero = torch.zeros(present.numel(), dtype=dtype, device=present.device)
+        # an unused block is a zero row (no index tensor built from host data: no host sync)
+        block = torch.stack([g.reshape(-1).to(dtype) if g is not None else zero for g in grads])
+        gram = gram + block @ block.T
     return gram

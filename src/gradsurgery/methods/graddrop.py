@@ -213,8 +213,10 @@ class GradDrop(JacobianAggregator):
     def _uniform(self, shape: Sequence[int], like: Tensor) -> Tensor:
         dtype = gramian_dtype(like.dtype)
         gen = self.generators.get(like.device)
-        u = torch.rand(tuple(shape), generator=gen, dtype=dtype, device=like.device)
-        return u.clamp_min_(torch.finfo(dtype).tiny)  # U in (0, 1): unanimous signs always kept
+        # drawn in float32 whatever the dtype, so that a seed gives the same draws in every dtype
+        u = torch.rand(tuple(shape), generator=gen, dtype=torch.float32, device=like.device)
+        u = u.clamp_min_(torch.finfo(torch.float32).tiny)  # U in (0, 1): unanimous signs kept
+        return u.to(dtype)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generators": self.generators.state()}

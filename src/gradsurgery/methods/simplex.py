@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradsurgery.profiling import host_region
+
 __all__ = [
     "MinNormSolver",
     "frank_wolfe_min_norm",
@@ -396,7 +398,8 @@ def min_norm_weights(
         return torch.stack([1 - gamma, gamma])
     if solver == "exact":
         if gramian.device.type == "cpu":
-            return simplex_qp_active_set(gramian)
+            with host_region():  # the Gramian is on the host already: host work, no transfer
+                return simplex_qp_active_set(gramian)
         return simplex_qp(gramian, iters=iters)
     if solver == "frank_wolfe":
         return frank_wolfe_min_norm(gramian, max_iter=max_iter, tol=tol)

@@ -48,4 +48,15 @@ class TaskStateMixin:
             key = prefix + self._task_state_names[0]
             if key in state_dict:
                 self.bind(int(state_dict[key].shape[0]), device=state_dict[key].device)
+        for name in self._task_state_names:
+            saved, current = state_dict.get(prefix + name), getattr(self, name, None)
+            if (
+                isinstance(saved, torch.Tensor)
+                and isinstance(current, torch.Tensor)
+                and not isinstance(current, torch.nn.Parameter)
+                and saved.dtype != current.dtype
+            ):
+                # a buffer promoted at run time (to float64, for float64 Gramians): loading into
+                # the unpromoted one would round the saved values
+                setattr(self, name, current.to(saved.dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
