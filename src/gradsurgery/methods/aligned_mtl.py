@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, TaskStep
-from gradsurgery.methods.host import Placement, check_placement, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.upgrad import as_pref_buffer, preference_vector
 
@@ -100,7 +100,7 @@ def aligned_mtl_weights(
     paper="Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023",
     rule="B = √λ_min V Λ^{-1/2} Vᵀ from K = VΛVᵀ; Δθ = (B p)ᵀ J (aligned gradients summed)",
 )
-class AlignedMTL(GramianWeighting):
+class AlignedMTL(HostSolver, GramianWeighting):
     """Aligned-MTL on the Gramian. See the module docstring for the rule and the choices.
 
     Args:

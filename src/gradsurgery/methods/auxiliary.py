@@ -85,6 +85,9 @@ class AuxiliaryGradientSimilarity(GramianWeighting):
         main_absent: what a step without the main task does: ``"sum"``, ``"zero"`` or ``"raise"``.
     """
 
+    #: the main task is singled out
+    permutation_equivariant = False
+
     def __init__(
         self, main: int = 0, mode: Mode = "unweighted", main_absent: MainAbsent = "sum"
     ) -> None:

@@ -39,10 +39,12 @@ __all__ = [
     "LossWeighting",
     "Method",
     "Requirement",
+    "SingleTask",
     "TaskStep",
 ]
 
 Requirement = Literal["losses", "gramian", "jacobian"]
+SingleTask = Literal["exact", "positive"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,25 @@ class Method(nn.Module):
     requires: ClassVar[Requirement]
     #: Short registry name, set by :func:`gradsurgery.methods.registry.register`.
     name: ClassVar[str] = ""
+
+    # What the method claims, checked for every registered method by the conformance suite
+    # (tests/methods/test_conformance.py). A method without one of these properties says so here.
+    #: Reordering the tasks (their losses, gradients and state alike) leaves the update unchanged.
+    #: False for methods that single out a task or draw random numbers by task position.
+    permutation_equivariant: ClassVar[bool] = True
+    #: ``k`` such that scaling every task gradient by ``s > 0`` (the loss values unchanged) scales
+    #: the update by ``s**k``; None: no such law.
+    scale_degree: ClassVar[int | None] = 1
+    #: With a single task, the update is that task's gradient (``"exact"``) or a positive multiple
+    #: of it, on the shared and on the task's own parameters (``"positive"``).
+    single_task: ClassVar[SingleTask] = "exact"
+
+    @property
+    def host_syncs(self) -> int | None:
+        """The host synchronisations one step of this method makes by design (0 here; the Gramian
+        solvers that solve on the host make one, see :mod:`gradsurgery.methods.host`; None: a
+        data-dependent number, documented by the method)."""
+        return 0
 
     @abstractmethod
     def forward(self, step: TaskStep) -> Aggregation: ...

@@ -80,9 +80,10 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
-from gradsurgery.methods.host import Placement, check_placement, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.simplex import simplex_minimize, simplex_qp_numpy, solve_bordered
+from gradsurgery.profiling import host_region
 
 __all__ = ["CAGrad", "cagrad_dual_weights", "cagrad_weights"]
 
@@ -98,9 +99,10 @@ def cagrad_dual_weights(
     if that does not converge) by the barrier method (see the module docstring).
     """
     if gramian.device.type == "cpu":
-        w, ok = _dual_by_qps(gramian.detach().to(torch.float64).numpy(), c)
-        if ok:
-            return torch.from_numpy(w).to(gramian.dtype)
+        with host_region():  # the Gramian is on the host already: host work, no transfer
+            w, ok = _dual_by_qps(gramian.detach().to(torch.float64).numpy(), c)
+            if ok:
+                return torch.from_numpy(w).to(gramian.dtype)
     return _dual_by_barrier(gramian, c, stages, newton_steps)
 
 
@@ -225,7 +227,7 @@ def cagrad_weights(
     paper="Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
     rule="w* = argmin_{w∈Δ} g_w·g_0 + c‖g_0‖‖g_w‖; d = g_0 + c‖g_0‖ g_w*/‖g_w*‖, ÷ (1+c²)",
 )
-class CAGrad(GramianWeighting):
+class CAGrad(HostSolver, GramianWeighting):
     """CAGrad (Algorithm 1) from the Gramian. See the module docstring for the rule and choices.
 
     Args:
@@ -238,6 +240,9 @@ class CAGrad(GramianWeighting):
             float32, 13 in float64).
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see above).
     """
+
+    #: with one task ``d = (1 + c) g``, divided by ``1 + c²`` (``rescale=1``)
+    single_task = "positive"
 
     def __init__(
         self,

@@ -117,6 +117,10 @@ class GradNorm(TaskStateMixin, LossWeighting):
         betas, adam_eps: Adam hyperparameters.
     """
 
+    #: the weights' own optimizer step depends on the gradient norms through Adam's ``eps`` (and
+    #: plainly on them with ``optimizer="sgd"``)
+    scale_degree = None
+
     _task_state_names = (
         "weights",
         "initial_losses",

@@ -74,7 +74,7 @@ from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
 from gradsurgery.methods.generators import DeviceGenerators
-from gradsurgery.methods.host import Placement, check_placement, on_host, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, on_host, placed
 from gradsurgery.methods.pcgrad import random_partner_orders
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin
@@ -204,7 +204,7 @@ def gradvac_coefficients_numpy(
     paper="Wang et al., Gradient Vaccine, ICLR 2021",
     rule="raise cos(g_i', g_j) to its EMA target φ̂_ij when below it (random order); Δθ = Σ_i g_i'",
 )
-class GradVac(TaskStateMixin, GramianWeighting):
+class GradVac(HostSolver, TaskStateMixin, GramianWeighting):
     """GradVac on the Gramian, whole-model granularity. See the module docstring.
 
     Args:
@@ -214,6 +214,9 @@ class GradVac(TaskStateMixin, GramianWeighting):
         seed: seed of the generators that draw the random orders (None: from torch's RNG).
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see above).
     """
+
+    #: the random partner orders are drawn by task position
+    permutation_equivariant = False
 
     _task_state_names = ("phi_hat",)
     phi_hat: Tensor | None

@@ -34,6 +34,7 @@ from torch import Tensor
 from gradsurgery.profiling import host_region
 
 __all__ = [
+    "HostSolver",
     "Placement",
     "check_placement",
     "from_host",
@@ -45,6 +46,22 @@ __all__ = [
 
 Placement = Literal["auto", "host", "device"]
 T = TypeVar("T")
+
+
+class HostSolver:
+    """Mixin of the methods that take ``placement``: declares their one host synchronisation per
+    step (the Gramian's transfer to the host) unless they solve on the device."""
+
+    placement: Placement
+
+    @property
+    def host_syncs(self) -> int | None:
+        return self.device_syncs() if self.placement == "device" else 1
+
+    def device_syncs(self) -> int | None:
+        """Host synchronisations of a solve on the device: 0, or None where the solver reads its
+        convergence test on the host (a data-dependent number, documented by the method)."""
+        return 0
 
 
 def check_placement(placement: str) -> Placement:

@@ -77,7 +77,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, LossWeighting, TaskStep
-from gradsurgery.methods.host import Placement, check_placement, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin
 
@@ -118,7 +118,7 @@ def imtl_g_weights(gramian: Tensor, formula: Formula = "gramian") -> Tensor:
     paper="Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 (IMTL-G)",
     rule="α with Σα = 1 and equal projections of Σ_i α_i g_i on every u_i = g_i/‖g_i‖: α ∝ K⁻¹ ‖g‖",
 )
-class IMTLG(GramianWeighting):
+class IMTLG(HostSolver, GramianWeighting):
     """IMTL-G: gradient balance on the shared parameters (closed form from the Gramian).
 
     Args:
@@ -216,7 +216,7 @@ class IMTLL(_LearnableScales, LossWeighting):
     paper="Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 (IMTL, hybrid)",
     rule="IMTL-G on the gradients e^{s_i} g_i of IMTL-L's scaled losses: weights α_i e^{s_i}",
 )
-class IMTL(_LearnableScales, GramianWeighting):
+class IMTL(HostSolver, _LearnableScales, GramianWeighting):
     """IMTL (hybrid): IMTL-L's scaled losses, IMTL-G on the shared parameters.
 
     Hand ``method.parameters()`` to the optimizer.

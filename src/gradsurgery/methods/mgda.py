@@ -72,7 +72,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, TaskStep
-from gradsurgery.methods.host import Placement, check_placement, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.simplex import MinNormSolver, min_norm_weights
 
@@ -111,7 +111,7 @@ def gradient_normalizers(gramian: Tensor, losses: Tensor, normalization: Normali
     paper="Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
     rule="w = argmin_{w∈Δ} ‖Σ_i w_i g_i/s_i‖² (min-norm point of the hull); Δθ = Σ_i w_i g_i/s_i",
 )
-class MGDA(GramianWeighting):
+class MGDA(HostSolver, GramianWeighting):
     """MGDA (and MGDA-UB with ``representation=``). See the module docstring for the rule.
 
     Args:
@@ -178,6 +178,9 @@ class MGDA(GramianWeighting):
             if specific is not None
             else torch.ones_like(step.losses),
         )
+
+    def device_syncs(self) -> int | None:
+        return None if self.solver == "frank_wolfe" else 0  # Frank–Wolfe's early stop is a read
 
     def extra_repr(self) -> str:
         return (

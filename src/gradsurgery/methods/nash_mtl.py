@@ -112,7 +112,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, GramianWeighting, TaskStep
-from gradsurgery.methods.host import Placement, check_placement, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin
 
@@ -322,7 +322,7 @@ def _barrier(k: Tensor, c: Tensor, u: Tensor, stages: int, newton_steps: int) ->
     paper="Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022",
     rule="α > 0 with K α = 1/α (Nash bargaining) via the paper's CCP; Δθ = Σ_i α_i g_i, clipped",
 )
-class NashMTL(TaskStateMixin, GramianWeighting):
+class NashMTL(HostSolver, TaskStateMixin, GramianWeighting):
     """Nash-MTL (Algorithm 1) from the Gramian. See the module docstring for the rule and choices.
 
     Args:
@@ -342,6 +342,11 @@ class NashMTL(TaskStateMixin, GramianWeighting):
     State (buffers, per task index): ``alpha`` (the last unclipped weights), ``seen`` (which
     tasks have weights) and ``last_present`` (the tasks of the last computation).
     """
+
+    #: ``α_i ∝ 1/s`` when the gradients are scaled by ``s``: the update does not change
+    scale_degree = 0
+    #: with one task ``α = 1/‖g‖``: the update is the unit gradient
+    single_task = "positive"
 
     _task_state_names = ("alpha", "seen", "last_present")
     alpha: Tensor | None
@@ -465,6 +470,9 @@ class NashMTL(TaskStateMixin, GramianWeighting):
             self.seen.zero_()
             self.last_present.zero_()  # type: ignore[union-attr]
             self.alpha.fill_(1.0)  # type: ignore[union-attr]
+
+    def device_syncs(self) -> int | None:
+        return 0 if self.tol == 0 else None  # tol > 0: convergence tests read on the host
 
     def extra_repr(self) -> str:
         return (

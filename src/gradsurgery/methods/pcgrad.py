@@ -61,7 +61,14 @@ from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
 from gradsurgery.methods.generators import DeviceGenerators
-from gradsurgery.methods.host import Placement, check_placement, from_host, on_host, solve_on_host
+from gradsurgery.methods.host import (
+    HostSolver,
+    Placement,
+    check_placement,
+    from_host,
+    on_host,
+    solve_on_host,
+)
 from gradsurgery.methods.registry import register
 
 __all__ = ["PCGrad", "pcgrad_coefficients", "pcgrad_coefficients_numpy", "random_partner_orders"]
@@ -127,7 +134,7 @@ def pcgrad_coefficients_numpy(gramian: np.ndarray, orders: np.ndarray) -> np.nda
     paper="Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
     rule="project g_i onto the normal plane of each conflicting g_j (random order); Δθ = Σ_i g_i^PC",
 )
-class PCGrad(GramianWeighting):
+class PCGrad(HostSolver, GramianWeighting):
     """PCGrad (Algorithm 1) computed on the Gramian. See the module docstring for the rule.
 
     Args:
@@ -137,6 +144,9 @@ class PCGrad(GramianWeighting):
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see the module
             docstring).
     """
+
+    #: the random partner orders are drawn by task position
+    permutation_equivariant = False
 
     def __init__(
         self,

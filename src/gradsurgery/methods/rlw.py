@@ -83,6 +83,9 @@ class RLW(TaskStateMixin, LossWeighting):
         seed: seed of the method's generators (None: drawn from torch's RNG).
     """
 
+    #: the random weights are drawn by task position
+    permutation_equivariant = False
+
     _task_state_names = ("mu", "sigma")
     mu: Tensor | None
     sigma: Tensor | None

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import GramianWeighting, TaskStep
-from gradsurgery.methods.host import Placement, check_placement, placed
+from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.nonneg_qp import dual_cone_weights
 from gradsurgery.methods.registry import register
 
@@ -102,7 +102,7 @@ def as_pref_buffer(pref: Tensor | Sequence[float] | None) -> Tensor | None:
     return t
 
 
-class DualConeWeighting(GramianWeighting):
+class DualConeWeighting(HostSolver, GramianWeighting):
     """Shared settings of the dual-cone projections (UPGrad, DualProj) on the Gramian.
 
     Args:
@@ -130,6 +130,9 @@ class DualConeWeighting(GramianWeighting):
         self.norm_eps = float(norm_eps)
         self.reg_eps = float(reg_eps)
         self.max_iter = max_iter
+
+    def device_syncs(self) -> int | None:
+        return None  # the pivoting reads its convergence test on the host every few rounds
 
 
 @register(
