@@ -1,4 +1,4 @@
-"""Meta-World vector envs: suites, real steps (MT1, MT10), goal state, crashed workers."""
+"""Meta-World vector envs: real steps (MT1, MT10), goal state, crashed workers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("metaworld")
 gym = pytest.importorskip("gymnasium")
 
-from gradsurgery.rl import envs as E  # noqa: E402
 from gradsurgery.rl.envs import (  # noqa: E402
     EnvCrashedError,
     EnvProtocol,
@@ -22,50 +21,7 @@ from gradsurgery.rl.envs import (  # noqa: E402
     resolve_suite,
     sample_goals,
 )
-
-
-def test_suites_resolve_to_metaworld_task_lists() -> None:
-    mt10 = resolve_suite("mt10")
-    assert mt10.name == "MT10" and mt10.num_tasks == 10 and mt10.goal_stream == "suite"
-    assert mt10.tasks[:3] == ("reach-v3", "push-v3", "pick-place-v3")
-    assert resolve_suite("MT50").num_tasks == 50
-    assert resolve_suite("MT1:reach").tasks == ("reach-v3",)
-    assert resolve_suite("MT1", ["push-v3"]).name == "MT1:push-v3"
-    assert resolve_suite("reach-v3").slug == "MT1-reach-v3"
-    custom = resolve_suite("reach-v3, push")
-    assert custom.name == "custom" and custom.tasks == ("reach-v3", "push-v3")
-    assert custom.goal_stream == "per_task"
-    with pytest.raises(ValueError, match="did you mean"):
-        resolve_suite("reech-v3")
-    with pytest.raises(ValueError, match="twice"):
-        resolve_suite("reach-v3,reach")
-    with pytest.raises(ValueError, match="exactly one task"):
-        resolve_suite("MT1")
-    with pytest.raises(ValueError, match="fixed task list"):
-        resolve_suite("MT10", ["reach-v3"])
-
-
-def test_protocol_validation() -> None:
-    with pytest.raises(ValueError, match="500"):
-        EnvProtocol(max_episode_steps=501)
-    with pytest.raises(ValueError, match="num_goals"):
-        EnvProtocol(num_goals=0)
-    with pytest.raises(ValueError, match="final_step"):
-        EnvProtocol(success="final_step", eval_terminate_on_success=True)
-    assert EnvProtocol().to_dict()["reward_function_version"] == "v2"
-
-
-def test_goals_are_metaworld_s_own() -> None:
-    """50 goals drawn for MT1 are exactly those of ``metaworld.MT1(name, seed)``."""
-    import metaworld
-
-    ours = sample_goals(resolve_suite("reach-v3"), 50, 5)[0]
-    theirs = metaworld.MT1("reach-v3", seed=5).train_tasks
-    assert len(ours) == len(theirs) == 50
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_array_equal(
-            pickle.loads(a.data)["rand_vec"], pickle.loads(b.data)["rand_vec"]
-        )
+from gradsurgery.rl.envs.wrappers import task_env_class  # noqa: E402
 
 
 def test_mt1_steps_goal_state_and_eval_mode() -> None:
@@ -138,8 +94,7 @@ class _Boom(gym.Env):
 
 
 def _task_env(index: int, name: str, at: int | None = None, hard: bool = False):
-    _, task_env = E._wrapper_classes()
-    return task_env(_Boom(at, hard), index, name, None)
+    return task_env_class()(_Boom(at, hard), index, name, None)
 
 
 def _failing_vector(strategy: str, hard: bool = False) -> MetaWorldVectorEnv:
