@@ -11,8 +11,9 @@ Every architecture is a :class:`TaskNetwork` subclass that registers itself in i
 A new architecture subclasses :class:`TaskNetwork` (``forward(x, task_ids) -> (n, out)``, vmap-safe),
 calls ``super().__init__(in_features, out_features, num_tasks)``, overrides
 :meth:`TaskNetwork._task_members` when some parameters belong to one task (by default every
-parameter is shared), and overrides :meth:`TaskNetwork.build` when its constructor does not take
-``hidden=`` or needs the task names.
+parameter is shared), and sets :attr:`TaskNetwork.hidden_argument` /
+:attr:`TaskNetwork.uses_task_names` when its constructor names the hidden widths otherwise or
+reads the task names.
 
 Example:
     >>> from gradsurgery.rl.architectures import architecture_info, architecture_names
@@ -26,9 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from torch import Tensor, nn
 
@@ -58,11 +60,20 @@ class TaskNetwork(MultiTaskModel):
     """Base class of task networks: ``forward(x, task_ids) -> (n, out_features)``.
 
     Every parameter is shared by all tasks unless a subclass overrides :meth:`_task_members`.
+
+    Args:
+        in_features: width of ``x``.
+        out_features: output width.
+        num_tasks: ``m``.
     """
 
     task_conditioned = True
     #: The registry name (set by :func:`register_architecture`).
-    architecture: str = ""
+    architecture: ClassVar[str] = ""
+    #: The constructor's argument for ``build_task_network``'s ``hidden_sizes`` (None: none).
+    hidden_argument: ClassVar[str | None] = "hidden"
+    #: The constructor takes ``task_names=``.
+    uses_task_names: ClassVar[bool] = False
 
     def __init__(self, in_features: int, out_features: int, num_tasks: int) -> None:
         super().__init__()
@@ -79,11 +90,23 @@ class TaskNetwork(MultiTaskModel):
         task_names: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> TaskNetwork:
-        """The network for :func:`build_task_network`'s arguments: by default
-        ``cls(in_features, out_features, num_tasks, hidden=hidden_sizes, **kwargs)``, the task
-        names unused."""
+        """The network for :func:`build_task_network`'s arguments:
+        ``cls(in_features, out_features, num_tasks, hidden=hidden_sizes, **kwargs)`` (``hidden``:
+        :attr:`hidden_argument`), with ``task_names=`` when :attr:`uses_task_names`. A keyword
+        the constructor does not take is a ``TypeError`` naming the ones it takes."""
+        fixed: dict[str, Any] = {}
+        if cls.hidden_argument is not None:
+            fixed[cls.hidden_argument] = hidden_sizes
+        if cls.uses_task_names:
+            fixed["task_names"] = task_names
+        params = inspect.signature(cls).parameters
+        extra = sorted(set(params) - {"in_features", "out_features", "num_tasks", *fixed})
+        unknown = sorted(set(kwargs) - set(extra))
+        if unknown:
+            takes = f"takes {', '.join(extra)}" if extra else "takes no extra arguments"
+            raise TypeError(f"architecture {cls.architecture!r} {takes}, got {unknown}")
         factory = cast(Callable[..., TaskNetwork], cls)
-        return factory(in_features, out_features, num_tasks, hidden=hidden_sizes, **kwargs)
+        return factory(in_features, out_features, num_tasks, **fixed, **kwargs)
 
     def _shared_members(self) -> Iterable[Owned]:
         return [self]

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -77,9 +77,7 @@ class CARENetwork(TaskNetwork):
     """CARE's mixture of encoders with context attention, then an MLP torso.
 
     Args:
-        in_features: width of ``x``.
-        out_features: output width.
-        num_tasks: ``m``.
+        in_features, out_features, num_tasks: see :class:`TaskNetwork`.
         hidden: torso hidden widths.
         task_names: task names for the description embeddings (None: one-hot context input).
         num_encoders: ``k``.
@@ -91,6 +89,8 @@ class CARENetwork(TaskNetwork):
         attention_hidden: hidden widths of the attention MLP (``"context_mlp"`` only).
         temperature: softmax temperature ``T``.
     """
+
+    uses_task_names = True
 
     def __init__(
         self,
@@ -130,26 +130,6 @@ class CARENetwork(TaskNetwork):
         orthogonal_init(self)
 
     descriptions: Tensor
-
-    @classmethod
-    def build(
-        cls,
-        in_features: int,
-        out_features: int,
-        num_tasks: int,
-        hidden_sizes: Sequence[int],
-        *,
-        task_names: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> CARENetwork:
-        return cls(
-            in_features,
-            out_features,
-            num_tasks,
-            hidden=hidden_sizes,
-            task_names=task_names,
-            **kwargs,
-        )
 
     def _context(self, task_ids: Tensor, dtype: torch.dtype) -> Tensor:
         # one-hot @ table instead of an index, so that vmap sees no data-dependent gather issue

@@ -52,9 +52,7 @@ class FiLMNetwork(TaskNetwork):
     """An MLP whose hidden layers are FiLM-modulated by a learned task embedding.
 
     Args:
-        in_features: width of ``x``.
-        out_features: output width.
-        num_tasks: ``m``.
+        in_features, out_features, num_tasks: see :class:`TaskNetwork`.
         hidden: hidden widths.
         embedding_dim: width of the task embedding.
         conditioner_hidden: hidden widths of the conditioning MLP.

@@ -83,9 +83,7 @@ class OneHotMLP(TaskNetwork):
     """``MLP([x ; one-hot(task)])``: every parameter is shared by all tasks.
 
     Args:
-        in_features: width of ``x``.
-        out_features: output width.
-        num_tasks: ``m``.
+        in_features, out_features, num_tasks: see :class:`TaskNetwork`.
         hidden: hidden widths (ReLU after each).
     """
 
@@ -95,23 +93,6 @@ class OneHotMLP(TaskNetwork):
         super().__init__(in_features, out_features, num_tasks)
         self.net = mlp(in_features + num_tasks, hidden, out_features)
         orthogonal_init(self)
-
-    @classmethod
-    def build(
-        cls,
-        in_features: int,
-        out_features: int,
-        num_tasks: int,
-        hidden_sizes: Sequence[int],
-        *,
-        task_names: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> OneHotMLP:
-        if kwargs:
-            raise TypeError(
-                f"architecture {cls.architecture!r} takes no extra arguments, got {sorted(kwargs)}"
-            )
-        return cls(in_features, out_features, num_tasks, hidden_sizes)
 
     def forward(self, x: Tensor, task_ids: Tensor) -> Tensor:
         z = task_one_hot(task_ids, self.num_tasks, x.dtype)

@@ -86,7 +86,7 @@ class SACBatch:
         return self.task_ids.shape[0]
 
     def to(self, device: torch.device | str) -> SACBatch:
-        moved = {
+        moved: dict[str, Any] = {
             f.name: (v.to(device) if isinstance(v, Tensor) else v)
             for f in fields(self)
             for v in [getattr(self, f.name)]
@@ -160,17 +160,28 @@ class MultiTaskReplay:
             terminated: ``(n,)`` true terminations (use ``terminated``, not ``truncated``, of a
                 gymnasium step: a time limit is not a terminal state).
         """
+
+        def rows(n: int) -> list[Tensor]:  # obs, next_obs, actions, rewards, terminated
+            return [
+                self._tensor(obs, self.dtype).reshape(n, self.obs_dim),
+                self._tensor(next_obs, self.dtype).reshape(n, self.obs_dim),
+                self._tensor(actions, self.dtype).reshape(n, self.action_dim),
+                self._tensor(rewards, self.dtype).reshape(n),
+                self._tensor(terminated, self.dtype).reshape(n),
+            ]
+
         host_ids = _host_array(task_ids)
         if host_ids is not None:
-            self._add_host_ids(host_ids.reshape(-1), obs, actions, rewards, next_obs, terminated)
-            return
-        ids = self._tensor(task_ids, torch.long).reshape(-1)
+            ids = host_ids.reshape(-1)
+            self._add_host_ids(ids, rows(ids.shape[0]))
+        else:
+            device_ids = self._tensor(task_ids, torch.long).reshape(-1)
+            self._add_device_ids(device_ids, rows(device_ids.shape[0]))
+
+    def _add_device_ids(self, ids: Tensor, rows: list[Tensor]) -> None:
+        """``add`` with task ids on the device: the bookkeeping is done there."""
         n = ids.shape[0]
-        o = self._tensor(obs, self.dtype).reshape(n, self.obs_dim)
-        no = self._tensor(next_obs, self.dtype).reshape(n, self.obs_dim)
-        a = self._tensor(actions, self.dtype).reshape(n, self.action_dim)
-        r = self._tensor(rewards, self.dtype).reshape(n)
-        d = self._tensor(terminated, self.dtype).reshape(n)
+        o, no, a, r, d = rows
         if n == 0:
             return
         if bool(((ids < 0) | (ids >= self.num_tasks)).any()):
@@ -187,15 +198,7 @@ class MultiTaskReplay:
         self._write(ids[keep], rank[keep], counts, o[keep], no[keep], a[keep], r[keep], d[keep])
         self.reward_normalizer.update(ids, r)
 
-    def _add_host_ids(
-        self,
-        ids: np.ndarray,
-        obs: ArrayLike,
-        actions: ArrayLike,
-        rewards: ArrayLike | float,
-        next_obs: ArrayLike,
-        terminated: ArrayLike | bool,
-    ) -> None:
+    def _add_host_ids(self, ids: np.ndarray, rows: list[Tensor]) -> None:
         """``add`` with task ids on the host (numpy, a CPU tensor, an int): the bookkeeping is
         done there, and the data reaches the device by non-blocking copies (no host sync)."""
         n = ids.shape[0]
@@ -211,14 +214,7 @@ class MultiTaskReplay:
         rank[order] = np.arange(n) - starts[ids[order]]
         keep = rank >= counts[ids] - self.capacity
         device_ids = self._tensor(ids, torch.long)
-        r = self._tensor(rewards, self.dtype).reshape(n)
-        rows = [
-            self._tensor(obs, self.dtype).reshape(n, self.obs_dim),
-            self._tensor(next_obs, self.dtype).reshape(n, self.obs_dim),
-            self._tensor(actions, self.dtype).reshape(n, self.action_dim),
-            r,
-            self._tensor(terminated, self.dtype).reshape(n),
-        ]
+        r = rows[3]
         if keep.all():
             kept_ids, kept_rank = device_ids, self._tensor(rank, torch.long)
         else:

@@ -56,11 +56,11 @@ class RewardNormalizer(nn.Module):
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         self.num_tasks = num_tasks
-        f64 = {"dtype": torch.float64, "device": device}
-        self.register_buffer("count", torch.zeros(num_tasks, **f64))
-        self.register_buffer("mean", torch.zeros(num_tasks, **f64))
-        self.register_buffer("sq_mean", torch.zeros(num_tasks, **f64))
-        self.register_buffer("max_reward", torch.full((num_tasks,), -torch.inf, **f64))
+        zeros = torch.zeros(num_tasks, dtype=torch.float64, device=device)
+        self.register_buffer("count", zeros.clone())
+        self.register_buffer("mean", zeros.clone())
+        self.register_buffer("sq_mean", zeros.clone())
+        self.register_buffer("max_reward", torch.full_like(zeros, -torch.inf))
 
     @torch.no_grad()
     def update(self, task_ids: Tensor, rewards: Tensor) -> None:

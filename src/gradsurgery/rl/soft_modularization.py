@@ -44,7 +44,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,9 +63,7 @@ class SoftModularNetwork(TaskNetwork):
     """The soft-modularized network (see the module docstring).
 
     Args:
-        in_features: width of ``x``.
-        out_features: output width.
-        num_tasks: ``m``.
+        in_features, out_features, num_tasks: see :class:`TaskNetwork`.
         base_hidden: widths of the observation embedding ``f`` (its last width is ``D``).
         embedding_dim: width of the task embedding ``h(z)`` (must equal ``base_hidden[-1]``;
             None: that width).
@@ -76,6 +73,8 @@ class SoftModularNetwork(TaskNetwork):
         gating_hidden: width of the routing MLP ``g``.
         num_gating_layers: depth of ``g`` (0: ``e = f(x) ⊙ h(z)``).
     """
+
+    hidden_argument = None  # its sizes are base_hidden, module_hidden, ...
 
     def __init__(
         self,
@@ -127,20 +126,6 @@ class SoftModularNetwork(TaskNetwork):
         for layer in [self.route_first, *self.route_out]:
             nn.init.uniform_(layer.weight, -3e-3, 3e-3)
             nn.init.zeros_(layer.bias)
-
-    @classmethod
-    def build(
-        cls,
-        in_features: int,
-        out_features: int,
-        num_tasks: int,
-        hidden_sizes: Sequence[int],
-        *,
-        task_names: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> SoftModularNetwork:
-        """``hidden_sizes`` is not used: the sizes are ``base_hidden``, ``module_hidden``, ..."""
-        return cls(in_features, out_features, num_tasks, **kwargs)
 
     def routing(self, x: Tensor, task_ids: Tensor) -> tuple[list[Tensor], Tensor]:
         """The routing weights: ``L − 1`` matrices ``(N, n, n)`` (row ``j``: how module ``j`` of

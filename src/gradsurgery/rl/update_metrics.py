@@ -42,12 +42,13 @@ class UpdateMetrics(Mapping[str, float]):
         if values.shape != (len(names),):
             raise ValueError(f"{len(names)} names for values of shape {tuple(values.shape)}")
         self.names = list(names)
-        self.values = values.detach()
+        #: the ``(k,)`` values on their device (``values()`` is the Mapping method: floats)
+        self.tensor = values.detach()
         self._floats: dict[str, float] | None = None
 
     def _read(self) -> dict[str, float]:
         if self._floats is None:  # the one host synchronisation, at the first look
-            self._floats = dict(zip(self.names, self.values.tolist(), strict=True))
+            self._floats = dict(zip(self.names, self.tensor.tolist(), strict=True))
         return self._floats
 
     def __getitem__(self, key: str) -> float:
@@ -84,7 +85,7 @@ class MetricSums:
         """Add one update's metrics (non-numeric entries are ignored)."""
         if isinstance(info, UpdateMetrics) and self._names in (None, info.names):
             self._names = info.names
-            values = info.values.to(torch.float64)
+            values = info.tensor.to(torch.float64)
             self._device_sum = values if self._device_sum is None else self._device_sum + values
             self._device_count += 1
             return
