@@ -231,10 +231,11 @@ class MultiTaskBackward:
         per_task = items if items is not None else vector
         if representation is None:
             grads = SharedInputJacobian(self.params, self._shared)(per_task, tasks)
-            return self._apply(grads, representation=None)
-        specific = self._specific_for_representation(representation)
-        grads = RepresentationJacobian(specific)(per_task, representation, tasks)
-        return self._apply(grads, representation=representation)
+        else:
+            specific = self._specific_for_representation(representation)
+            engine = RepresentationJacobian(specific, trunk=self.shared_params or None)
+            grads = engine(per_task, representation, tasks)
+        return self._apply(grads)
 
     def backward_partitioned(
         self,
@@ -273,7 +274,7 @@ class MultiTaskBackward:
             if [id(p) for p in self._partitioned.params] != [id(p) for p in self.params]:
                 raise RuntimeError("internal: module parameters changed since construction")
         grads = self._partitioned(loss_fn, batch, groups, self.num_tasks)
-        return self._apply(grads, representation=None)
+        return self._apply(grads)
 
     def _per_sample_losses(
         self, loss_fn: Callable[..., Tensor], batch: tuple[Tensor, ...]
@@ -402,71 +403,35 @@ class MultiTaskBackward:
             self._shared = [id(p) in upstream for p in self.params]
         return [p for p, s in zip(self.params, self._shared, strict=True) if not s]
 
-    def _split_exact(self, jac: TaskJacobian) -> list[bool]:
-        """Which blocks are shared; infers (and remembers) it when the user did not say."""
-        if self._shared is not None:
+    def _shared_blocks(self, grads: PerTaskGradients) -> list[bool] | None:
+        """Which of an engine's blocks are shared, when the engine cannot tell: the user's split,
+        else inferred (and remembered) from which blocks two or more tasks reach."""
+        if grads.shared is not None or self._shared is not None:
             return self._shared
-        m = jac.num_tasks
-        reached = torch.stack([b.reshape(m, -1).ne(0).any(dim=1).sum() for b in jac.blocks])
-        is_shared = (reached >= 2).tolist()
-        if m >= 2:  # with a single task present nothing can be told apart: decide later
-            self._shared = is_shared
-            return is_shared
-        return [True] * len(jac.blocks)
+        if grads.jacobian.num_tasks < 2:  # with a single task nothing can be told apart: later
+            return None
+        self._shared = grads.reached_by_several()
+        return self._shared
 
-    def _apply(self, grads: PerTaskGradients, representation: Tensor | None) -> StepResult:
-        losses, tasks, jac = grads.losses, grads.tasks, grads.jacobian
-        approximate = representation is not None
-        if approximate:
-            shared_jac = TaskJacobian(jac.blocks[:1])
-            specific_blocks = jac.blocks[1:]
-            specific_params = [
-                p for p, s in zip(self.params, self._shared or [], strict=True) if not s
-            ]
-        elif grads.owned is not None:  # the engine split it: the blocks are the shared params
-            mask = self._shared or []
-            shared_jac, specific_blocks, specific_params = jac, [], []
-        else:
-            mask = self._split_exact(jac)
-            shared_blocks = [b for b, s in zip(jac.blocks, mask, strict=True) if s]
-            specific_blocks = [b for b, s in zip(jac.blocks, mask, strict=True) if not s]
-            specific_params = [p for p, s in zip(self.params, mask, strict=True) if not s]
-            if not shared_blocks:
-                raise ValueError(
-                    "no parameter is shared between tasks: nothing for the method to do"
-                )
-            shared_jac = TaskJacobian(shared_blocks)
-        specific_jac = TaskJacobian(specific_blocks) if specific_blocks else None
-        owned = grads.owned if grads.owned is not None and len(grads.owned) else None
+    def _apply(self, grads: PerTaskGradients) -> StepResult:
+        split = grads.split(self._shared_blocks(grads))
+        losses, tasks = split.losses, split.tasks
+        gramian = split.rows.gramian()
+        sq_norms = split.specific_sq_norms(lambda owners: self._owner_index(owners, losses.device))
+        self._check(losses, tasks, [gramian.diagonal(), *sq_norms])
 
-        gramian = shared_jac.gramian()
-        sq_norms = [gramian.diagonal()]
-        if specific_jac is not None:
-            sq_norms.append(_row_sq_norms(specific_jac))
-        if owned is not None:
-            index = self._owner_index(owned.owners, losses.device)
-            sq_norms.append(owned.row_sq_norms(index, losses.shape[0]))
-        self._check(losses, tasks, sq_norms)
-
-        jacobian = shared_jac if self.method.requires == "jacobian" else None
-        rep = representation.detach() if representation is not None else None
-        agg = self.method(
-            self._task_step(losses, tasks, gramian, jacobian, approximate, representation=rep)
+        jacobian = split.rows if self.method.requires == "jacobian" else None
+        rep = split.representation.detach() if split.representation is not None else None
+        step = self._task_step(
+            losses, tasks, gramian, jacobian, split.approximate, representation=rep
         )
+        agg = self.method(step)
         weights = agg.weights.detach() if agg.weights is not None else None
-        update = shared_jac.combine(weights) if weights is not None else agg.update
+        update = split.rows.combine(weights) if weights is not None else agg.update
         assert update is not None
-        if approximate:
-            assert representation is not None
-            RepresentationJacobian.backward_trunk(representation, update[0], self.shared_params)
-        else:
-            _accumulate([p for p, s in zip(self.params, mask, strict=True) if s], update)
-        if specific_jac is not None:
-            _accumulate(specific_params, specific_jac.combine(agg.task_specific_weights.detach()))
-        if owned is not None:
-            _accumulate(owned.params, owned.scaled_(agg.task_specific_weights))
+        split.write_back(update, agg.task_specific_weights)
         self._backward_extras(agg, losses)
-        return self._finish(losses, tasks, agg, gramian, approximate)
+        return self._finish(losses, tasks, agg, gramian, split.approximate)
 
     def _owner_index(self, owners: list[int], device: torch.device) -> Tensor:
         """The owners of owned gradients as a device tensor, made once per distinct list (a
@@ -557,21 +522,3 @@ def _present_indices(
     if idx.numel() == 0:
         raise ValueError("no task is present in this step")
     return idx.to(device)
-
-
-def _row_sq_norms(jac: TaskJacobian) -> Tensor:
-    m = jac.num_tasks
-    return sum(b.reshape(m, -1).float().pow(2).sum(dim=1) for b in jac.blocks)  # type: ignore[return-value]
-
-
-def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
-    """Add ``grads`` into ``.grad`` as ``Tensor.backward`` does (set when None, else add)."""
-    for p, g in zip(params, grads, strict=True):
-        if g.dtype != p.dtype:
-            g = g.to(p.dtype)
-        if g.shape != p.shape:
-            g = g.reshape(p.shape)
-        if p.grad is None:
-            p.grad = g
-        else:
-            p.grad.add_(g)

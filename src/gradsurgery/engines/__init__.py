@@ -5,7 +5,7 @@
 * :class:`RepresentationJacobian`: gradients w.r.t. a shared representation; approximate; one pass.
 """
 
-from gradsurgery.engines.per_task_gradients import PerTaskGradients
+from gradsurgery.engines.per_task_gradients import PerTaskGradients, SplitGradients
 from gradsurgery.engines.representation import RepresentationJacobian
 from gradsurgery.engines.shared_input import SharedInputJacobian
 from gradsurgery.engines.task_partitioned import TaskBatch, TaskPartitionedJacobian, group_by_task
@@ -14,6 +14,7 @@ __all__ = [
     "PerTaskGradients",
     "RepresentationJacobian",
     "SharedInputJacobian",
+    "SplitGradients",
     "TaskBatch",
     "TaskPartitionedJacobian",
     "group_by_task",

@@ -9,6 +9,7 @@ and combinations over zeros.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from gradsurgery.jacobian import TaskJacobian
 
-__all__ = ["OwnedGradients", "PerTaskGradients"]
+__all__ = ["OwnedGradients", "PerTaskGradients", "SplitGradients", "accumulate"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,144 @@ class OwnedGradients:
 
 @dataclass(frozen=True)
 class PerTaskGradients:
-    """Per-task losses and gradients of the tasks present in one step.
+    """Per-task losses and gradients of the tasks present in one step, and where they belong.
+
+    A caller asks :meth:`split` for the rows a method combines and a
+    :meth:`SplitGradients.write_back` of the result: it needs no knowledge of an engine's layout.
 
     Attributes:
         losses: ``(m,)`` detached task losses.
         tasks: ``(m,)`` long tensor, the index of each row among all tasks.
-        jacobian: per-task gradients, one block per parameter the engine was given, rows in the
-            order of ``tasks``. Parameters a task's loss does not reach get zero rows. (The
-            representation engine: block 0 is ``∂L_i/∂z``, see
-            :class:`~gradsurgery.engines.representation.RepresentationJacobian`.)
+        jacobian: per-task gradients, one block per entry of ``params``, rows in the order of
+            ``tasks``. Parameters a task's loss does not reach get zero rows.
         owned: task-specific gradients kept once each, for parameters the engine left out of
             ``jacobian`` (None: none).
+        params: the tensor each block of ``jacobian`` is the gradient of (empty: not told).
+        shared: which blocks are the method's rows (None: the engine cannot tell; the caller says
+            in :meth:`split`).
+        representation: set when block 0 is ``∂L_i/∂z`` of this shared representation ``z``
+            (``params[0]``); the combined signal then goes back through it into ``trunk``.
+        trunk: the parameters upstream of ``representation`` (None: every leaf it reaches).
     """
 
     losses: Tensor
     tasks: Tensor
     jacobian: TaskJacobian
     owned: OwnedGradients | None = field(default=None)
+    params: Sequence[Tensor] = ()
+    shared: Sequence[bool] | None = None
+    representation: Tensor | None = None
+    trunk: Sequence[Tensor] | None = None
+
+    def reached_by_several(self) -> list[bool]:
+        """Per block: whether two or more tasks give it a nonzero gradient (one host read)."""
+        m = self.jacobian.num_tasks
+        blocks = self.jacobian.blocks
+        reached = torch.stack([b.reshape(m, -1).ne(0).any(dim=1).sum() for b in blocks])
+        return [bool(r) for r in (reached >= 2).tolist()]
+
+    def split(self, shared: Sequence[bool] | None = None) -> SplitGradients:
+        """The method's rows and the rest. ``shared``: which blocks are shared, when the engine
+        did not say (``self.shared``); None: all of them."""
+        mask = list(self.shared if self.shared is not None else shared or [])
+        if not mask:
+            mask = [True] * len(self.jacobian.blocks)
+        blocks = self.jacobian.blocks
+        params = list(self.params)
+        if len(params) != len(blocks):
+            raise ValueError(f"{len(params)} parameters for {len(blocks)} Jacobian blocks")
+        rows = [b for b, s in zip(blocks, mask, strict=True) if s]
+        if not rows:
+            raise ValueError("no parameter is shared between tasks: nothing for the method to do")
+        specific = [b for b, s in zip(blocks, mask, strict=True) if not s]
+        return SplitGradients(
+            losses=self.losses,
+            tasks=self.tasks,
+            rows=TaskJacobian(rows),
+            targets=[p for p, s in zip(params, mask, strict=True) if s],
+            specific=TaskJacobian(specific) if specific else None,
+            specific_params=[p for p, s in zip(params, mask, strict=True) if not s],
+            owned=self.owned if self.owned is not None and len(self.owned) else None,
+            representation=self.representation,
+            trunk=self.trunk,
+        )
+
+
+@dataclass(frozen=True)
+class SplitGradients:
+    """One step's gradients split for a method: the rows it combines, and the rest.
+
+    Attributes:
+        losses, tasks: as in :class:`PerTaskGradients`.
+        rows: the per-task rows the method sees (the shared parameters', or ``∂L_i/∂z``).
+        targets: the tensor of each block of ``rows`` (the representation itself when
+            ``representation`` is set).
+        specific: per-task rows of task-specific parameters (None: none).
+        specific_params: the parameter of each block of ``specific``.
+        owned: task-specific gradients kept once each (None: none).
+        representation, trunk: as in :class:`PerTaskGradients`.
+    """
+
+    losses: Tensor
+    tasks: Tensor
+    rows: TaskJacobian
+    targets: list[Tensor]
+    specific: TaskJacobian | None
+    specific_params: list[Tensor]
+    owned: OwnedGradients | None
+    representation: Tensor | None
+    trunk: Sequence[Tensor] | None
+
+    @property
+    def approximate(self) -> bool:
+        """True when the rows are of a shared representation (MGDA-UB style)."""
+        return self.representation is not None
+
+    def specific_sq_norms(self, owner_index: Callable[[list[int]], Tensor]) -> list[Tensor]:
+        """``(m,)`` squared norms of each task's gradients outside ``rows`` (none, one or two
+        vectors). ``owner_index`` makes the device tensor of the owners of ``owned``."""
+        m = self.rows.num_tasks
+        out = []
+        if self.specific is not None:
+            out.append(_row_sq_norms(self.specific))
+        if self.owned is not None:
+            out.append(self.owned.row_sq_norms(owner_index(self.owned.owners), m))
+        return out
+
+    def write_back(self, update: Sequence[Tensor], task_specific_weights: Tensor) -> None:
+        """Accumulate the combined ``update`` of ``rows`` (one tensor per block) and each task's
+        own gradients weighted by ``task_specific_weights`` into ``.grad``, as
+        ``Tensor.backward`` does. With a representation, ``update`` goes back through it."""
+        if self.representation is not None:
+            torch.autograd.backward(
+                self.representation,
+                grad_tensors=update[0],
+                inputs=list(self.trunk) if self.trunk else None,
+            )
+        else:
+            accumulate(self.targets, update)
+        if self.specific is not None:
+            accumulate(self.specific_params, self.specific.combine(task_specific_weights.detach()))
+        if self.owned is not None:
+            accumulate(self.owned.params, self.owned.scaled_(task_specific_weights))
+
+
+def _row_sq_norms(jac: TaskJacobian) -> Tensor:
+    m = jac.num_tasks
+    total = 0 + jac.blocks[0].reshape(m, -1).float().pow(2).sum(dim=1)  # as Python's sum() did
+    for b in jac.blocks[1:]:
+        total = total + b.reshape(m, -1).float().pow(2).sum(dim=1)
+    return total
+
+
+def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """Add ``grads`` into ``.grad`` as ``Tensor.backward`` does (set when None, else add)."""
+    for p, g in zip(params, grads, strict=True):
+        if g.dtype != p.dtype:
+            g = g.to(p.dtype)
+        if g.shape != p.shape:
+            g = g.reshape(p.shape)
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)

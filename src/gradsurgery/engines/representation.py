@@ -27,6 +27,7 @@ pass through the trunk.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -44,10 +45,15 @@ class RepresentationJacobian:
 
     Args:
         specific_params: the task-specific parameters (downstream of the representation).
+        trunk: the parameters upstream of the representation that the combined signal is
+            written back to (None: every leaf it reaches).
     """
 
-    def __init__(self, specific_params: Sequence[Tensor]) -> None:
+    def __init__(
+        self, specific_params: Sequence[Tensor], trunk: Sequence[Tensor] | None = None
+    ) -> None:
         self.specific_params = list(specific_params)
+        self.trunk = list(trunk) if trunk is not None else None
 
     def __call__(
         self,
@@ -74,10 +80,17 @@ class RepresentationJacobian:
         plan = _separate(items, representation, self.specific_params) if items else None
         if plan is None:
             inputs = [representation, *self.specific_params]
-            return SharedInputJacobian(inputs)(losses, tasks, retain_graph=True)
-        if tasks is None:
-            tasks = torch.arange(len(items), device=values.device)
-        return _one_pass(items, values, tasks, representation, self.specific_params, plan)
+            grads = SharedInputJacobian(inputs)(losses, tasks, retain_graph=True)
+        else:
+            if tasks is None:
+                tasks = torch.arange(len(items), device=values.device)
+            grads = _one_pass(items, values, tasks, representation, self.specific_params, plan)
+        return replace(
+            grads,
+            shared=[True] + [False] * (len(grads.jacobian.blocks) - 1),
+            representation=representation,
+            trunk=self.trunk,
+        )
 
     @staticmethod
     def backward_trunk(
@@ -105,13 +118,9 @@ def _separate(
     items: Sequence[Tensor | GradientEdge | None], z: Tensor, specific: Sequence[Tensor]
 ) -> _Plan | None:
     """Walk each task's graph down to ``z``; None when the tasks' graphs are not disjoint."""
-    z_node = z.grad_fn
-    if z_node is None:
+    if z.grad_fn is None:
         return None
-    z_nr = z.output_nr
-    position = {id(p): k for k, p in enumerate(specific)}
-    plan = _Plan(len(items))
-    owner: dict[int, int] = {}
+    walk = _Walk(z.grad_fn, z.output_nr, specific, len(items))
     for i, item in enumerate(items):
         if item is None:
             continue
@@ -120,38 +129,60 @@ def _separate(
             if isinstance(item, Tensor) and item.requires_grad:  # a leaf loss: nothing to split
                 return None
             continue
+        if not walk.task(i, root):
+            return None
+    return walk.plan
+
+
+class _Walk:
+    """The walk of :func:`_separate`: each node is given to the first task that reaches it."""
+
+    def __init__(self, z_node: Node, z_nr: int, specific: Sequence[Tensor], m: int) -> None:
+        self.z_node, self.z_nr = z_node, z_nr
+        self.position = {id(p): k for k, p in enumerate(specific)}
+        self.plan = _Plan(m)
+        self.owner: dict[int, int] = {}
+
+    def task(self, i: int, root: Node) -> bool:
+        """Walk task ``i``'s graph from ``root``; False when it is not the task's own."""
         stack: list[Node] = [root]
         while stack:
             node = stack.pop()
-            if node is z_node:
-                return None  # the loss is z itself
-            seen = owner.get(id(node))
+            if node is self.z_node:
+                return False  # the loss is z itself
+            seen = self.owner.get(id(node))
             if seen is not None:
                 if seen != i:
-                    return None  # a node two tasks share downstream of z
+                    return False  # a node two tasks share downstream of z
                 continue
-            owner[id(node)] = i
-            plan.alive.append(node)
-            leaf = getattr(node, "variable", None)
-            if leaf is not None:  # AccumulateGrad: a leaf parameter
-                k = position.get(id(leaf))
-                if k is None:
-                    return None  # reaches a non-head parameter other than through z
-                plan.params[i].append(k)
+            self.owner[id(node)] = i
+            self.plan.alive.append(node)
+            if not self._visit(i, node, stack):
+                return False
+        return True
+
+    def _visit(self, i: int, node: Node, stack: list[Node]) -> bool:
+        """Record what ``node`` reads (a head parameter, or ``z``); push the rest."""
+        leaf = getattr(node, "variable", None)
+        if leaf is not None:  # AccumulateGrad: a leaf parameter
+            k = self.position.get(id(leaf))
+            if k is None:
+                return False  # reaches a non-head parameter other than through z
+            self.plan.params[i].append(k)
+            return True
+        positions = []
+        for e, (nxt, nr) in enumerate(node.next_functions):
+            if nxt is None:
                 continue
-            positions = []
-            for e, (nxt, nr) in enumerate(node.next_functions):
-                if nxt is None:
-                    continue
-                if nxt is z_node:
-                    if nr != z_nr:
-                        return None  # another output of z's node: not through z
-                    positions.append(e)
-                else:
-                    stack.append(nxt)
-            if positions:
-                plan.reads[i].append((node, positions))
-    return plan
+            if nxt is self.z_node:
+                if nr != self.z_nr:
+                    return False  # another output of z's node: not through z
+                positions.append(e)
+            else:
+                stack.append(nxt)
+        if positions:
+            self.plan.reads[i].append((node, positions))
+        return True
 
 
 def _one_pass(
@@ -195,7 +226,7 @@ def _one_pass(
     owned = OwnedGradients(
         [specific[k] for k, _ in kept], [g for _, g in kept], [owner_of[k] for k, _ in kept]
     )
-    return PerTaskGradients(values, tasks, TaskJacobian([u]), owned)
+    return PerTaskGradients(values, tasks, TaskJacobian([u]), owned, params=[z])
 
 
 def _differentiable(item: Tensor | GradientEdge) -> bool:

@@ -125,7 +125,14 @@ class SharedInputJacobian:
         if tasks is None:
             tasks = torch.arange(m, device=values.device)
         kept = OwnedGradients(*owned) if self.shared is not None else None
-        return PerTaskGradients(values, tasks, TaskJacobian(blocks), kept)
+        return PerTaskGradients(
+            values,
+            tasks,
+            TaskJacobian(blocks),
+            kept,
+            params=[self.params[k] for k in rows],
+            shared=[True] * len(rows) if self.shared is not None else None,
+        )
 
 
 _DONATED = (

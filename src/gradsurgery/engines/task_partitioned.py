@@ -412,7 +412,9 @@ class TaskPartitionedJacobian:
             self.compile = False
             per_task = self._per_task_function(loss_fn, groups.n_max, len(segments))
             grads, losses = per_task(params, groups.weights, *segments)
-        return PerTaskGradients(losses.detach(), groups.tasks, TaskJacobian(list(grads)))
+        return PerTaskGradients(
+            losses.detach(), groups.tasks, TaskJacobian(list(grads)), params=self.params
+        )
 
     def _per_task_function(
         self, loss_fn: PerSampleLossFn, n_max: int, num_inputs: int
