@@ -151,8 +151,9 @@ class MultiTaskBackward:
             raise ValueError("no trainable parameters were given")
         self.method = create_method(method, **method_kwargs)
         self._shared: list[bool] | None = None
-        if shared is None and callable(getattr(params, "shared_parameters", None)):
-            shared = list(params.shared_parameters())  # a model that declares its own split
+        declared = getattr(params, "shared_parameters", None)
+        if shared is None and callable(declared):
+            shared = list(declared())  # a model that declares its own split
         if shared is not None:
             shared_ids = {id(p) for p in _unique_trainable(shared)}
             known = {id(p) for p in self.params}
@@ -370,7 +371,9 @@ class MultiTaskBackward:
         total = (agg.weights.to(losses.dtype) * losses).sum()
         if agg.regularizer is not None:
             total = total + agg.regularizer
-        total.backward()  # exactly loss.backward() of the weighted total: .grad wherever it reaches
+        torch.autograd.backward(
+            total
+        )  # exactly loss.backward() of the weighted total: .grad wherever it reaches
         return self._finish(losses, tasks, agg, None, False)
 
     def _task_step(

@@ -83,7 +83,7 @@ class FiniteCheck:
         else:
             flag = torch.empty((), dtype=torch.bool, pin_memory=True)
             flag.copy_(finite, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch: untyped
             event.record()
         norms = [g.detach() for g in grad_sq_norms]
         self._pending.append(_Pending(step, flag, event, losses.detach(), tasks, norms))
@@ -95,7 +95,7 @@ class FiniteCheck:
     def _read(self, wait_for_all: bool) -> None:
         while self._pending:
             p = self._pending[0]
-            done = p.event is None or p.event.query()
+            done = p.event is None or p.event.query()  # type: ignore[no-untyped-call]
             if not (done or wait_for_all or len(self._pending) > _MAX_PENDING):
                 return
             if p.event is not None:

@@ -118,9 +118,9 @@ class OpCount:
         )
 
 
-class _Dispatch(TorchDispatchMode):
+class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch: untyped __init_subclass__
     def __init__(self, count: OpCount, state: dict[str, int]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch: untyped __init__
         self.count = count
         self.state = state
 

@@ -393,4 +393,4 @@ class CurvatureProbe:
         h = multitask_curvature(self._loss_before, self._loss(loss_after, device), grad_dot_delta)
         self._params, self._grads = [], []
         self._dot_before = self._loss_before = None
-        return float(h.item())
+        return float(h)

@@ -26,5 +26,5 @@ def reachable_leaves(root: Tensor) -> set[int]:
         variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
         if variable is not None:
             found.add(id(variable))
-        stack.extend(next_node for next_node, _ in node.next_functions)
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
     return found

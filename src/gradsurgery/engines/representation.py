@@ -26,7 +26,7 @@ pass through the trunk.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -72,11 +72,12 @@ class RepresentationJacobian:
                 "the representation does not require grad: it must be the trunk's output"
             )
         if isinstance(losses, Tensor):
-            items: list[Tensor | GradientEdge | None] = stacked_loss_edges(losses) or []
+            items: list[Tensor | GradientEdge | None] = list(stacked_loss_edges(losses) or [])
             values = losses.detach()
         else:
-            items = [loss.reshape(()) for loss in losses]
-            values = torch.stack([loss.detach() for loss in items])
+            scalars = [loss.reshape(()) for loss in losses]
+            values = torch.stack([loss.detach() for loss in scalars])
+            items = list(scalars)
         plan = _separate(items, representation, self.specific_params) if items else None
         if plan is None:
             inputs = [representation, *self.specific_params]
@@ -197,7 +198,7 @@ def _one_pass(
     m = len(plan.reads)
     captured: list[list[Tensor]] = [[] for _ in range(m)]
 
-    def reader(i: int, positions: list[int]):
+    def reader(i: int, positions: list[int]) -> Callable[[tuple[Tensor | None, ...], object], None]:
         def hook(grad_inputs: tuple[Tensor | None, ...], _outputs: object) -> None:
             captured[i].extend(g for e in positions if (g := grad_inputs[e]) is not None)
 
@@ -214,7 +215,11 @@ def _one_pass(
     seed = torch.ones((), dtype=values.dtype, device=values.device)
     try:
         grads = torch.autograd.grad(
-            outputs, inputs, [seed] * len(outputs), retain_graph=True, allow_unused=True
+            outputs,  # type: ignore[arg-type]  # torch takes a mix of tensors and edges
+            inputs,
+            [seed] * len(outputs),
+            retain_graph=True,
+            allow_unused=True,
         )
     finally:
         for h in handles:

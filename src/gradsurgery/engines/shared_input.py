@@ -79,10 +79,12 @@ class SharedInputJacobian:
             if losses.dim() != 1:
                 raise ValueError(f"expected a vector of task losses, got {tuple(losses.shape)}")
             values = losses.detach()
-            items = stacked_loss_edges(losses) or list(losses.unbind())
+            edges = stacked_loss_edges(losses)
+            items = list(edges) if edges is not None else list(losses.unbind())
         else:
-            items = [loss.reshape(()) for loss in losses]
-            values = torch.stack([loss.detach() for loss in items])
+            scalars = [loss.reshape(()) for loss in losses]
+            values = torch.stack([loss.detach() for loss in scalars])
+            items = list(scalars)
         m = len(items)
         seed = torch.ones((), dtype=values.dtype, device=values.device)
         rows = [k for k, s in enumerate(self.shared or [True] * len(self.params)) if s]
@@ -101,7 +103,7 @@ class SharedInputJacobian:
                 continue
             try:
                 grads = torch.autograd.grad(
-                    [loss],
+                    loss,
                     self.params,
                     grad_outputs=[seed],
                     retain_graph=retain_graph or i < m - 1,
@@ -153,7 +155,7 @@ def stacked_loss_edges(losses: Tensor) -> list[GradientEdge | None] | None:
         return None
     index = None
     if type(fn).__name__ == "IndexSelectBackward0" and getattr(fn, "_saved_dim", None) == 0:
-        index = fn._saved_index.tolist()
+        index = fn._saved_index.tolist()  # type: ignore[attr-defined]  # saved tensors: untyped
         fn = fn.next_functions[0][0]
         if fn is None:
             return None
@@ -173,6 +175,7 @@ def _edges_supported() -> bool:
     try:
         x = torch.ones((), requires_grad=True)
         node, nr = torch.stack([x * 2.0]).grad_fn.next_functions[0]  # type: ignore[union-attr]
+        assert node is not None
         (g,) = torch.autograd.grad([GradientEdge(node, nr)], [x], grad_outputs=[torch.ones(())])
         return bool(g == 2.0)
     except (TypeError, RuntimeError, AttributeError):

@@ -247,7 +247,7 @@ class _ParameterSwap:
     def __init__(self, module: nn.Module, params: Sequence[Tensor]) -> None:
         self.module = module
         index = {id(p): k for k, p in enumerate(params)}
-        self.slots: list[tuple[dict[str, Tensor | None], str, int]] = []
+        self.slots: list[tuple[dict[str, nn.Parameter | None], str, int]] = []
         self.plain = True
         for sub in module.modules():
             if hasattr(sub, "parametrizations"):
@@ -261,15 +261,16 @@ class _ParameterSwap:
         self, loss_fn: PerSampleLossFn, tensors: Sequence[Tensor], batch: Sequence[Tensor]
     ) -> Tensor:
         if not self.plain:
-            return functional_call(
+            out: Tensor = functional_call(
                 _LossModule(self.module, loss_fn),
                 {"model." + n: t for n, t in zip(self.names, tensors, strict=True)},
                 tuple(batch),
             )
+            return out
         saved = [(table, name, table[name]) for table, name, _ in self.slots]
         try:
             for table, name, k in self.slots:
-                table[name] = tensors[k]
+                table[name] = tensors[k]  # type: ignore[assignment]  # plain tensors, on purpose
             return loss_fn(self.module, *batch)
         finally:
             for table, name, original in saved:
@@ -446,7 +447,8 @@ class TaskPartitionedJacobian:
             else:
                 per_sample = swap(loss_fn, params, segment)
             check_per_sample(per_sample, n_max)
-            return (per_sample * weights.to(per_sample.dtype)).sum()
+            total: Tensor = (per_sample * weights.to(per_sample.dtype)).sum()
+            return total
 
         in_dims = (None, 0, *([0] * num_inputs))
         return vmap(grad_and_value(segment_loss), in_dims=in_dims, randomness="different")

@@ -111,6 +111,8 @@ class AlignedMTL(HostSolver, GramianWeighting):
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"``.
     """
 
+    pref_vector: Tensor | None
+
     def __init__(
         self,
         scale_mode: ScaleMode = "min",

@@ -144,7 +144,8 @@ class Method(nn.Module):
         Stateless methods ignore it."""
 
     def __call__(self, step: TaskStep) -> Aggregation:  # typed alias of nn.Module.__call__
-        return super().__call__(step)
+        out: Aggregation = super().__call__(step)
+        return out
 
 
 class LossWeighting(Method):

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, LossWeighting, TaskStep
 from gradsurgery.methods.registry import register
-from gradsurgery.methods.task_state import TaskStateMixin
+from gradsurgery.methods.task_state import TaskStateMixin, per_task
 
 __all__ = ["DynamicWeightAverage"]
 
@@ -84,20 +84,15 @@ class DynamicWeightAverage(TaskStateMixin, LossWeighting):
             raise ValueError(f"epoch_length must be at least 1, got {epoch_length}")
         self.temperature = float(temperature)
         self.epoch_length = epoch_length
-        self.num_tasks = None
         self.steps_in_epoch = 0
         self.epochs = 0
-        for name in self._task_state_names:
-            self.register_buffer(name, None)
-        if num_tasks is not None:
-            self.bind(num_tasks)
+        self._init_task_state(num_tasks)
 
     def _allocate(self, num_tasks: int, device: torch.device | None) -> None:
-        f = {"dtype": torch.float32, "device": device}
-        self.epoch_sum = torch.zeros(num_tasks, **f)  # Σ of the losses in the current epoch
-        self.epoch_count = torch.zeros(num_tasks, **f)  # steps with the task present
-        self.last_avg = torch.zeros(num_tasks, **f)  # L̄_i(t−1)
-        self.prev_avg = torch.zeros(num_tasks, **f)  # L̄_i(t−2)
+        self.epoch_sum = per_task(num_tasks, device)  # Σ of the losses in the current epoch
+        self.epoch_count = per_task(num_tasks, device)  # steps with the task present
+        self.last_avg = per_task(num_tasks, device)  # L̄_i(t−1)
+        self.prev_avg = per_task(num_tasks, device)  # L̄_i(t−2)
         self.epochs_seen = torch.zeros(num_tasks, dtype=torch.long, device=device)
 
     def _prepare(self, step: TaskStep) -> None:

@@ -64,7 +64,7 @@ from torch import Tensor
 from gradsurgery.methods.base import Aggregation, LossWeighting, TaskStep
 from gradsurgery.methods.masked_adam import masked_adam_step
 from gradsurgery.methods.registry import register
-from gradsurgery.methods.task_state import TaskStateMixin
+from gradsurgery.methods.task_state import TaskStateMixin, per_task
 
 __all__ = ["FAMO"]
 
@@ -122,25 +122,22 @@ class FAMO(TaskStateMixin, LossWeighting):
         self.betas = (float(betas[0]), float(betas[1]))
         self.adam_eps = float(adam_eps)
         self._init_min = torch.as_tensor(min_losses, dtype=torch.float32).detach().clone()
-        self.num_tasks = None
         self.pending = False  # losses of a weighted step are waiting for their update
-        for name in self._task_state_names:
-            self.register_buffer(name, None)
         if self._init_min.dim() == 1 and num_tasks is None:
             num_tasks = self._init_min.shape[0]
-        if num_tasks is not None:
-            self.bind(num_tasks)
+        self._init_task_state(num_tasks)
 
     def _allocate(self, num_tasks: int, device: torch.device | None) -> None:
-        f = {"dtype": torch.float32, "device": device}
-        self.logits = torch.zeros(num_tasks, **f)
-        self.exp_avg = torch.zeros(num_tasks, **f)
-        self.exp_avg_sq = torch.zeros(num_tasks, **f)
+        self.logits = per_task(num_tasks, device)
+        self.exp_avg = per_task(num_tasks, device)
+        self.exp_avg_sq = per_task(num_tasks, device)
         self.adam_steps = torch.zeros(num_tasks, dtype=torch.long, device=device)
         if self._init_min.dim() == 1 and self._init_min.shape[0] != num_tasks:
             raise ValueError(f"{self._init_min.shape[0]} min_losses for {num_tasks} tasks")
-        self.min_losses = self._init_min.to(**f).expand(num_tasks).clone()
-        self.prev_losses = torch.zeros(num_tasks, **f)
+        self.min_losses = (
+            self._init_min.to(dtype=torch.float32, device=device).expand(num_tasks).clone()
+        )
+        self.prev_losses = per_task(num_tasks, device)
         self.prev_present = torch.zeros(num_tasks, dtype=torch.bool, device=device)
 
     def set_min_losses(self, min_losses: float | Tensor) -> None:

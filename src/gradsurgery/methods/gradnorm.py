@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from gradsurgery.methods.base import LossWeighting, TaskStep
 from gradsurgery.methods.masked_adam import masked_adam_step
 from gradsurgery.methods.registry import register
-from gradsurgery.methods.task_state import TaskStateMixin
+from gradsurgery.methods.task_state import TaskStateMixin, per_task
 
 __all__ = ["GradNorm", "gradnorm_weight_gradient", "last_shared_weight"]
 
@@ -162,26 +162,21 @@ class GradNorm(TaskStateMixin, LossWeighting):
             if initial_losses is not None
             else None
         )
-        self.num_tasks = None
-        for name in self._task_state_names:
-            self.register_buffer(name, None)
         if num_tasks is None and self._init_losses is not None:
             num_tasks = self._init_losses.shape[0]
-        if num_tasks is not None:
-            self.bind(num_tasks)
+        self._init_task_state(num_tasks)
 
     def _allocate(self, num_tasks: int, device: torch.device | None) -> None:
-        f = {"dtype": torch.float32, "device": device}
-        self.weights = torch.ones(num_tasks, **f)
-        self.initial_losses = torch.zeros(num_tasks, **f)
+        self.weights = per_task(num_tasks, device, 1.0)
+        self.initial_losses = per_task(num_tasks, device)
         self.has_initial = torch.zeros(num_tasks, dtype=torch.bool, device=device)
         if self._init_losses is not None:
             if self._init_losses.shape != (num_tasks,):
                 raise ValueError(f"initial_losses must have shape ({num_tasks},)")
             self.initial_losses.copy_(self._init_losses)
             self.has_initial.fill_(True)
-        self.exp_avg = torch.zeros(num_tasks, **f)
-        self.exp_avg_sq = torch.zeros(num_tasks, **f)
+        self.exp_avg = per_task(num_tasks, device)
+        self.exp_avg_sq = per_task(num_tasks, device)
         self.adam_steps = torch.zeros(num_tasks, dtype=torch.long, device=device)
 
     def layer_params(self, step: TaskStep) -> list[Tensor]:
@@ -275,6 +270,7 @@ class GradNorm(TaskStateMixin, LossWeighting):
 
 
 def _as_param_list(layer: nn.Module | Tensor | Iterable[Tensor]) -> list[Tensor]:
+    params: list[Tensor]
     if isinstance(layer, nn.Module):
         params = [p for p in layer.parameters() if p.requires_grad]
     elif isinstance(layer, Tensor):

@@ -268,7 +268,8 @@ def _is_ccp_fixed_point(k: Tensor, k1: Tensor, u: Tensor) -> Tensor:
     nash = (u > 0).all() & (ku > 0).all() & ((u * ku - 1).abs().amax() <= 1e3 * finfo.eps**0.5)
     g = torch.diag(1 / u) + k / ku[None, :]
     mu = 1 + torch.linalg.solve_ex(g, k1)[0]
-    return nash & torch.isfinite(mu).all() & (mu >= -1e3 * finfo.eps**0.5).all()
+    ok: Tensor = nash & torch.isfinite(mu).all() & (mu >= -1e3 * finfo.eps**0.5).all()
+    return ok
 
 
 def _barrier(k: Tensor, c: Tensor, u: Tensor, stages: int, newton_steps: int) -> Tensor:
@@ -388,11 +389,7 @@ class NashMTL(HostSolver, TaskStateMixin, GramianWeighting):
         self.newton_iters = int(newton_iters)
         self.barrier_stages = barrier_stages
         self.newton_steps = int(newton_steps)
-        self.num_tasks = None
-        for name in self._task_state_names:
-            self.register_buffer(name, None)
-        if num_tasks is not None:
-            self.bind(num_tasks)
+        self._init_task_state(num_tasks)
 
     def _allocate(self, num_tasks: int, device: torch.device | None) -> None:
         self.alpha = torch.ones(num_tasks, device=device)

@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -126,11 +127,11 @@ class RLW(TaskStateMixin, LossWeighting):
         m, device = step.m, step.losses.device
         dtype = torch.float64 if step.losses.dtype == torch.float64 else torch.float32
         g, dist = self.generators.get(device), self.distribution
-        f = {"generator": g, "dtype": dtype, "device": device}
+        f = _Draws(g, dtype, device)
         if dist == "normal":
-            return torch.softmax(torch.randn(m, **f), 0)
+            return torch.softmax(f.randn(m), 0)
         if dist == "uniform":
-            return torch.softmax(torch.rand(m, **f), 0)
+            return torch.softmax(f.rand(m), 0)
         if dist == "dirichlet":
             alpha = torch.full((m,), self.alpha, dtype=dtype, device=device)
             gamma = torch._standard_gamma(alpha, generator=g)
@@ -140,8 +141,9 @@ class RLW(TaskStateMixin, LossWeighting):
             self._bind_to_step(step)
             assert self.mu is not None and self.sigma is not None
             t = step.tasks.to(self.mu.device)
-            mu, sigma = self.mu[t].to(**_like(f)), self.sigma[t].to(**_like(f))
-            return torch.softmax(mu + sigma * torch.randn(m, **f), 0)
+            mu = self.mu[t].to(dtype=dtype, device=device)
+            sigma = self.sigma[t].to(dtype=dtype, device=device)
+            return torch.softmax(mu + sigma * f.randn(m), 0)
         if dist == "bernoulli":
             return _nonzero_bits(m, f)
         one = torch.randint(0, m, (1,), generator=g, device=device)
@@ -163,15 +165,26 @@ class RLW(TaskStateMixin, LossWeighting):
         return f"distribution={self.distribution!r}, rescale={self.rescale!r}"
 
 
-def _like(f: dict[str, Any]) -> dict[str, Any]:
-    return {"dtype": f["dtype"], "device": f["device"]}
+@dataclass(frozen=True)
+class _Draws:
+    """Where one step's random draws are made."""
+
+    generator: torch.Generator
+    dtype: torch.dtype
+    device: torch.device
+
+    def randn(self, m: int) -> Tensor:
+        return torch.randn(m, generator=self.generator, dtype=self.dtype, device=self.device)
+
+    def rand(self, m: int) -> Tensor:
+        return torch.rand(m, generator=self.generator, dtype=self.dtype, device=self.device)
 
 
-def _nonzero_bits(m: int, f: dict[str, Any]) -> Tensor:
+def _nonzero_bits(m: int, f: _Draws) -> Tensor:
     """``m`` fair coin flips conditioned on not all being 0, without a host round trip: the binary
     digits of an integer drawn uniformly from ``[1, 2^m)`` (for ``m > 62``, where all-zero has
     probability below ``2^-62``, plain flips with an all-zero draw replaced by a one-hot)."""
-    g, dtype, device = f["generator"], f["dtype"], f["device"]
+    g, dtype, device = f.generator, f.dtype, f.device
     if m <= 62:
         code = torch.randint(1, 2**m, (1,), generator=g, device=device)
         bits = torch.arange(m, device=device)

@@ -250,7 +250,8 @@ def solve_bordered(kkt: np.ndarray, rhs: np.ndarray) -> np.ndarray:
             return x
     except np.linalg.LinAlgError:
         pass
-    return np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    solution: np.ndarray = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    return solution
 
 
 def _kkt_holds(q: np.ndarray, b: np.ndarray, w: np.ndarray) -> bool:
@@ -495,7 +496,10 @@ def _polish(q: Tensor, b: Tensor, w: Tensor, z: Tensor) -> Tensor:
     wp, nu = x[:m] * s, x[m]
     grad = q @ wp + b
     tol = torch.finfo(dtype).eps ** 0.5
-    objective = lambda v: 0.5 * v @ q @ v + b @ v  # noqa: E731
+
+    def objective(v: Tensor) -> Tensor:
+        return 0.5 * v @ q @ v + b @ v
+
     ok = (
         torch.isfinite(x).all()
         & (wp >= -tol).all()

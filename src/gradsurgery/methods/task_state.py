@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
+from torch import nn
 
 from gradsurgery.methods.base import TaskStep
 
-__all__ = ["TaskStateMixin"]
+__all__ = ["TaskStateMixin", "per_task"]
+
+
+def per_task(
+    num_tasks: int,
+    device: torch.device | None,
+    fill: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A ``(num_tasks,)`` state vector filled with ``fill`` (float32 by default)."""
+    return torch.full((num_tasks,), fill, dtype=dtype, device=device)
 
 
 class TaskStateMixin:
@@ -22,6 +33,16 @@ class TaskStateMixin:
 
     _task_state_names: ClassVar[tuple[str, ...]] = ()
     num_tasks: int | None
+
+    def _init_task_state(self, num_tasks: int | None) -> None:
+        """In ``__init__``: register the state (empty until bound), and bind it if the number of
+        tasks is known already."""
+        self.num_tasks = None
+        module = cast(nn.Module, self)
+        for name in self._task_state_names:
+            module.register_buffer(name, None)
+        if num_tasks is not None:
+            self.bind(num_tasks)
 
     def bind(self, num_tasks: int, device: torch.device | str | None = None) -> None:
         """Allocate the per-task state for ``num_tasks`` tasks (idempotent for the same number)."""

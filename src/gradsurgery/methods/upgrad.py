@@ -114,6 +114,8 @@ class DualConeWeighting(HostSolver, GramianWeighting):
             module docstring).
     """
 
+    pref_vector: Tensor | None
+
     def __init__(
         self,
         pref_vector: Tensor | Sequence[float] | None = None,
