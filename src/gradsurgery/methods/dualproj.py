@@ -31,11 +31,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gradsurgery.methods.base import TaskStep
-from gradsurgery.methods.host import placed
 from gradsurgery.methods.nonneg_qp import dual_cone_weights
 from gradsurgery.methods.registry import register
-from gradsurgery.methods.upgrad import DualConeWeighting, preference_vector
+from gradsurgery.methods.upgrad import DualConeWeighting
 
 __all__ = ["DualProj"]
 
@@ -54,10 +52,6 @@ class DualProj(DualConeWeighting):
         reg_eps: ridge added to the trace-normalized Gramian (torchjd: 1e-4).
         max_iter: cap on the QP solver's pivoting rounds (None: ``4m + 20``).
     """
-
-    def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
-        p = preference_vector(self.pref_vector, step, gramian)
-        return placed(self.placement, self._weights, gramian, p)
 
     def _weights(self, gramian: Tensor, p: Tensor) -> Tensor:
         return dual_cone_weights(

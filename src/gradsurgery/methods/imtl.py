@@ -79,6 +79,7 @@ from torch import Tensor, nn
 from gradsurgery.methods.base import Aggregation, GramianWeighting, LossWeighting, TaskStep
 from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
+from gradsurgery.methods.simplex import live_rows
 from gradsurgery.methods.task_state import TaskStateMixin
 
 __all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
@@ -92,9 +93,7 @@ def imtl_g_weights(gramian: Tensor, formula: Formula = "gramian") -> Tensor:
         raise ValueError(f"formula must be 'gramian' or 'paper', got {formula!r}")
     dtype = gramian.dtype
     finfo = torch.finfo(dtype)
-    diag = gramian.diagonal().clamp_min(0)
-    # A zero gradient (relative to the largest, below eps²) has no direction to balance.
-    live = diag > finfo.eps**2 * diag.amax().clamp_min(finfo.tiny)
+    diag, live = live_rows(gramian)
     n = torch.where(live, diag, torch.ones_like(diag)).sqrt()
     inv_n = torch.where(live, 1 / n, torch.zeros_like(n))
     cos = gramian * inv_n[:, None] * inv_n[None, :]

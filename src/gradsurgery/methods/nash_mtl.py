@@ -114,6 +114,7 @@ from torch import Tensor
 from gradsurgery.methods.base import Aggregation, GramianWeighting, TaskStep
 from gradsurgery.methods.host import HostSolver, Placement, check_placement, placed
 from gradsurgery.methods.registry import register
+from gradsurgery.methods.simplex import live_rows
 from gradsurgery.methods.task_state import TaskStateMixin
 
 __all__ = ["NashMTL", "nash_mtl_weights"]
@@ -148,8 +149,7 @@ def nash_mtl_weights(
         raise ValueError(f"solver must be 'ccp' or 'direct', got {solver!r}")
     dtype = gramian.dtype
     finfo = torch.finfo(dtype)
-    diag = gramian.diagonal().clamp_min(0)
-    live = diag > finfo.eps**2 * diag.amax().clamp_min(finfo.tiny)
+    diag, live = live_rows(gramian)
     norm = torch.linalg.matrix_norm(gramian)  # the official normalisation, ‖K‖_F
     norm = torch.where(norm > finfo.tiny, norm, torch.ones_like(norm))
     root = norm.sqrt()

@@ -408,6 +408,14 @@ def min_norm_weights(
 
 
 # ---------------------------------------------------------------------------------------- internals
+def live_rows(gramian: Tensor) -> tuple[Tensor, Tensor]:
+    """The Gramian's diagonal (clamped at 0) and which rows are live: a gradient whose squared
+    norm is below ``eps²`` times the largest has no direction to balance."""
+    finfo = torch.finfo(gramian.dtype)
+    diag = gramian.diagonal().clamp_min(0)
+    return diag, diag > finfo.eps**2 * diag.amax().clamp_min(finfo.tiny)
+
+
 def _check_square(a: Tensor) -> int:
     if a.dim() != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
         raise ValueError(f"expected a non-empty square matrix, got shape {tuple(a.shape)}")

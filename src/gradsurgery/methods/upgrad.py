@@ -48,6 +48,7 @@ Example (g1 = (1, 0), g2 = (-1, 1) conflict; π(g1) = g1 + g2/2, π(g2) = g2 + g
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -133,6 +134,14 @@ class DualConeWeighting(HostSolver, GramianWeighting):
         self.reg_eps = float(reg_eps)
         self.max_iter = max_iter
 
+    def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
+        p = preference_vector(self.pref_vector, step, gramian)
+        return placed(self.placement, self._weights, gramian, p)
+
+    @abstractmethod
+    def _weights(self, gramian: Tensor, p: Tensor) -> Tensor:
+        """The weights from the Gramian and the present tasks' preferences ``p``."""
+
     def device_syncs(self) -> int | None:
         return None  # the pivoting reads its convergence test on the host every few rounds
 
@@ -151,10 +160,6 @@ class UPGrad(DualConeWeighting):
         reg_eps: ridge added to the trace-normalized Gramian (torchjd: 1e-4).
         max_iter: cap on the QP solver's pivoting rounds (None: ``4m + 20``).
     """
-
-    def gramian_weights(self, gramian: Tensor, step: TaskStep) -> Tensor:
-        p = preference_vector(self.pref_vector, step, gramian)
-        return placed(self.placement, self._weights, gramian, p)
 
     def _weights(self, gramian: Tensor, p: Tensor) -> Tensor:
         v = dual_cone_weights(
