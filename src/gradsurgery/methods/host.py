@@ -16,8 +16,10 @@ from pinned memory. That is what :func:`solve_on_host` does.
   runs on the device, where it can be captured), and for a Gramian already on the host (then it
   is solved where it is, in float64).
 * ``"host"``: always the host (float64).
-* ``"device"``: always where the Gramian is, in its dtype: no host synchronisation, ``O(m)`` or
-  ``O(iterations)`` kernels.
+* ``"device"``: always where the Gramian is, in its dtype: ``O(m)`` or ``O(iterations)``
+  kernels and no host synchronisation, except the convergence tests some solvers read on the
+  host (UPGrad/DualProj's pivoting, Nash-MTL with ``tol > 0``, MGDA's Frank–Wolfe; their
+  ``device_syncs()`` is None).
 
 Host ops are marked with :func:`gradsurgery.profiling.host_region`, so that the op counts of
 :func:`gradsurgery.profiling.count_ops` keep them apart from device launches on any device.
