@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import mlp, mlp_width
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import mlp, mlp_width
 
 __all__ = ["HardParameterSharing", "hard_sharing_mlp"]
 

@@ -35,8 +35,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.models.layers import mlp
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.models.layers import mlp
 
 __all__ = ["MMoE"]
 
