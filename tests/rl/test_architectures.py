@@ -66,7 +66,7 @@ def tiny() -> Iterator[type[TaskNetwork]]:
     try:
         yield Tiny
     finally:
-        _REGISTRY.pop("tiny-test", None)
+        _REGISTRY.remove("tiny-test")
 
 
 def test_a_registered_architecture_is_built_by_name_and_accepted_by_the_config(

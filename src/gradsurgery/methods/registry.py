@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gradsurgery.methods.base import Method
+from gradsurgery.registry import Registry
 
 __all__ = ["MethodInfo", "create_method", "method_info", "method_names", "register"]
 
@@ -27,7 +28,7 @@ class MethodInfo:
     rule: str
 
 
-_REGISTRY: dict[str, MethodInfo] = {}
+_REGISTRY: Registry[MethodInfo] = Registry("method")
 M = TypeVar("M", bound=type[Method])
 
 
@@ -36,10 +37,8 @@ def register(name: str, *, paper: str, rule: str) -> Callable[[M], M]:
 
     def deco(cls: M) -> M:
         key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key].cls is not cls:
-            raise ValueError(f"method name {name!r} is already registered to {_REGISTRY[key].cls}")
+        _REGISTRY.add(MethodInfo(key, cls, paper, rule))
         cls.name = key
-        _REGISTRY[key] = MethodInfo(key, cls, paper, rule)
         return cls
 
     return deco
@@ -47,14 +46,12 @@ def register(name: str, *, paper: str, rule: str) -> Callable[[M], M]:
 
 def method_names() -> list[str]:
     """All registered names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def method_info(name: str) -> MethodInfo:
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(method_names())}")
-    return _REGISTRY[key]
+    """The registered method ``name`` (any case); a ``KeyError`` naming the known ones otherwise."""
+    return _REGISTRY.get(name)
 
 
 def create_method(name: str | Method, **kwargs: Any) -> Method:

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from torch import Tensor, nn
 
 from gradsurgery.models.base import MultiTaskModel, Owned
+from gradsurgery.registry import Registry
 
 __all__ = [
     "ArchitectureInfo",
@@ -128,7 +129,7 @@ class ArchitectureInfo:
     summary: str
 
 
-_REGISTRY: dict[str, ArchitectureInfo] = {}
+_REGISTRY: Registry[ArchitectureInfo] = Registry("architecture", ValueError)
 N = TypeVar("N", bound=type[TaskNetwork])
 
 
@@ -137,12 +138,8 @@ def register_architecture(name: str, *, paper: str, summary: str) -> Callable[[N
 
     def deco(cls: N) -> N:
         key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key].cls is not cls:
-            raise ValueError(
-                f"architecture name {name!r} is already registered to {_REGISTRY[key].cls}"
-            )
+        _REGISTRY.add(ArchitectureInfo(key, cls, paper, summary))
         cls.architecture = key
-        _REGISTRY[key] = ArchitectureInfo(key, cls, paper, summary)
         return cls
 
     return deco
@@ -150,17 +147,12 @@ def register_architecture(name: str, *, paper: str, summary: str) -> Callable[[N
 
 def architecture_names() -> list[str]:
     """All registered names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def architecture_info(name: str) -> ArchitectureInfo:
     """The registered architecture ``name``; a ``ValueError`` naming the known ones otherwise."""
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"unknown architecture {name!r}; choose from {', '.join(architecture_names())}"
-        )
-    return _REGISTRY[key]
+    return _REGISTRY.get(name)
 
 
 def build_task_network(
