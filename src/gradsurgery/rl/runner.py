@@ -73,7 +73,6 @@ import importlib.metadata
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,14 +81,21 @@ import torch
 
 from gradsurgery.rl.envs import (
     MetaWorldVectorEnv,
-    SuiteSpec,
     make_metaworld_envs,
     resolve_suite,
 )
 from gradsurgery.rl.evaluation import EvalSeries, evaluate, plot_learning_curves
 from gradsurgery.rl.gradient_diagnostics import UpdateDiagnostics, summarize_diagnostics
-from gradsurgery.rl.presets import Budget, ResolvedPreset, resolve_preset
-from gradsurgery.rl.update_metrics import MetricSums
+from gradsurgery.rl.presets import ResolvedPreset
+from gradsurgery.rl.run_config import (
+    RLRunConfig,
+    RLRunResult,
+    default_out_dir,
+    preset_for_run,
+    run_fingerprint,
+    run_record,
+)
+from gradsurgery.rl.run_state import RunState, Throughput, next_multiple
 from gradsurgery.runtime.checkpoint import atomic_write_json
 from gradsurgery.runtime.resumable import Resumable, ResumeError
 from gradsurgery.runtime.runlog import JsonlLog, Progress, tensorboard_writer
@@ -99,7 +105,6 @@ from gradsurgery.runtime.seeding import (
     restore_rng_state,
     seed_everything,
 )
-from gradsurgery.runtime.values import finite_or_none
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -118,93 +123,6 @@ __all__ = [
 #: loop's counters and records under ``"run"`` (:meth:`RunState.to_state`).
 CHECKPOINT_KIND = "gradsurgery.rl.runner"
 CHECKPOINT_FORMAT = 2
-
-
-@dataclass
-class RLRunConfig:
-    """One run. ``agent``/``budget``/``protocol`` override the preset's fields (see
-    :func:`~gradsurgery.rl.presets.resolve_preset`).
-
-    Attributes:
-        suite: ``"MT10"``, ``"MT50"``, ``"MT1:reach-v3"``, ``"reach-v3,push-v3"``, ...
-        method: a registered multi-task method (``"sum"``: plain MT-SAC).
-        preset: a preset name (:func:`~gradsurgery.rl.presets.preset_names`).
-        seed: the run's seed (agent init and noise, warm-up actions, sampling, goal choice; with
-            a preset whose ``goal_seed`` is None also the goal sets).
-        out_dir: where everything goes (default :func:`default_out_dir`).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``; environments always run on CPU.
-        steps: override of the budget's steps per task.
-        strategy: ``"sync"`` (tasks stepped in this process) or ``"async"`` (a process per task).
-        save_replay: put the replay buffer in checkpoints (exact resume; large at full size:
-            about 0.34 GB per million transitions).
-        resume: continue from a checkpoint in ``out_dir`` (False: start over, deleting it).
-        stop_after_steps: checkpoint and stop at the first episode boundary at or after this many
-            steps (for time-limited jobs: rerun to continue).
-        progress: show a progress bar (None: when stderr is a terminal).
-        threads: ``torch.set_num_threads`` for this process (None: leave it). Small networks on
-            a CPU shared with other work often run fastest with 1 thread.
-        diagnose_every: every this many updates, log the tragic-triad statistics of the critic's
-            and the actor's task gradients (:mod:`~gradsurgery.rl.gradient_diagnostics`; needs an
-            agent with ``backward``, i.e. ``MTSAC``); None: never.
-        overlap: run each step's update while the environments step (``strategy="async"``:
-            the workers simulate while this process updates; on a GPU the update's kernels run
-            meanwhile too). The update of step ``t`` then samples the replay as it was before
-            step ``t``'s transitions were added (one step older than without overlap): a
-            different, equally valid run, reproducible and resumable like any other.
-    """
-
-    suite: str
-    method: str = "sum"
-    preset: str = "metaworld-v3-cpu"
-    seed: int = 0
-    out_dir: str | Path | None = None
-    device: str = "cpu"
-    steps: int | None = None
-    strategy: Literal["sync", "async"] = "sync"
-    save_replay: bool = True
-    method_kwargs: dict[str, Any] = field(default_factory=dict)
-    agent: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, Any] = field(default_factory=dict)
-    protocol: dict[str, Any] = field(default_factory=dict)
-    regularized: bool = False
-    resume: bool = True
-    stop_after_steps: int | None = None
-    progress: bool | None = None
-    threads: int | None = None
-    tensorboard: bool = True
-    plots: bool = True
-    keep_checkpoints: int = 2
-    diagnose_every: int | None = None
-    overlap: bool = False
-
-
-@dataclass
-class RLRunResult:
-    """What :func:`train_rl` returns (also written to ``out_dir/result.json``)."""
-
-    out_dir: Path
-    status: Literal["complete", "stopped"]
-    preset: ResolvedPreset
-    tasks: tuple[str, ...]
-    series: EvalSeries
-    summary: dict[str, Any]
-    steps: int
-    updates: int
-    resumed_from: list[int]
-    wall_s: float
-    agent: Any = None
-    diagnostics: dict[str, Any] | None = None
-
-    @property
-    def env_steps(self) -> int:
-        return self.steps * len(self.tasks)
-
-
-def default_out_dir(cfg: RLRunConfig, spec: SuiteSpec | None = None) -> Path:
-    """``runs/rl/<suite>_<method>_<preset>_seed<seed>`` (``+reg`` with ``regularized``)."""
-    spec = spec or resolve_suite(cfg.suite)
-    method = cfg.method.lower() + ("+reg" if cfg.regularized else "")
-    return Path("runs") / "rl" / f"{spec.slug}_{method}_{cfg.preset}_seed{cfg.seed}"
 
 
 @functools.cache
@@ -233,85 +151,6 @@ def _make_replay(agent: Any, preset: ResolvedPreset, obs_dim: int, action_dim: i
     return MultiTaskReplay(preset.num_tasks, capacity, obs_dim, action_dim, preset.agent.device)
 
 
-def _fingerprint(spec: SuiteSpec, preset: ResolvedPreset, cfg: RLRunConfig) -> dict[str, Any]:
-    """What must match for a checkpoint to be continued. The step budget and how the update is
-    executed may change: the device, the finite check, fused Adam, compilation (they change the
-    result by rounding at most)."""
-    agent = preset.to_dict()["agent"]
-    for key in ("device", "check_finite", "fused_adam", "compile"):
-        agent.pop(key, None)
-    budget = preset.budget.to_dict()
-    budget.pop("steps")
-    extra = {"overlap": True} if cfg.overlap else {}  # changes which data each update sees
-    return {
-        **extra,
-        "tasks": list(spec.tasks),
-        "suite": spec.name,
-        "preset": preset.name,
-        "protocol": preset.protocol.to_dict(),
-        "agent": agent,
-        "budget": budget,
-        "replay_capacity_per_task": preset.replay_capacity_per_task,
-        "seed": int(cfg.seed),
-        "regularized": bool(cfg.regularized),
-    }
-
-
-class _Accumulator:
-    """Means of the update statistics and training-episode outcomes between two log rows."""
-
-    def __init__(self, num_tasks: int) -> None:
-        self.num_tasks = num_tasks
-        self.reset()
-
-    def reset(self) -> None:
-        self.updates = MetricSums()
-        self.ep_return = np.zeros(self.num_tasks)
-        self.ep_success = np.zeros(self.num_tasks)
-        self.ep_count = np.zeros(self.num_tasks)
-
-    def add_update(self, info: Mapping[str, Any]) -> None:
-        """Add an update's statistics (kept on the device until :meth:`row`)."""
-        self.updates.add(info)
-
-    def add_episodes(self, mask: np.ndarray, returns: np.ndarray, success: np.ndarray) -> None:
-        self.ep_return[mask] += returns[mask]
-        self.ep_success[mask] += success[mask]
-        self.ep_count[mask] += 1
-
-    def row(self, tasks: tuple[str, ...]) -> dict[str, Any]:
-        sums, counts = self.updates.sums_and_counts()
-        out: dict[str, Any] = {k: finite_or_none(sums[k] / counts[k]) for k in sums}
-        seen = self.ep_count > 0
-        if seen.any():
-            out["train_return"] = finite_or_none(
-                float((self.ep_return[seen] / self.ep_count[seen]).mean())
-            )
-            out["train_success"] = float((self.ep_success[seen] / self.ep_count[seen]).mean())
-            out["train_episodes"] = int(self.ep_count.sum())
-        return out
-
-    def state(self) -> dict[str, Any]:
-        sums, counts = self.updates.sums_and_counts()
-        return {
-            "sums": sums,
-            "counts": counts,
-            "ep_return": self.ep_return.tolist(),
-            "ep_success": self.ep_success.tolist(),
-            "ep_count": self.ep_count.tolist(),
-        }
-
-    def load(self, state: Mapping[str, Any]) -> None:
-        self.updates.load(state["sums"], state["counts"])
-        self.ep_return = np.array(state["ep_return"], dtype=np.float64)
-        self.ep_success = np.array(state["ep_success"], dtype=np.float64)
-        self.ep_count = np.array(state["ep_count"], dtype=np.float64)
-
-
-def _next_multiple(step: int, every: int) -> int:
-    return (step // every + 1) * every
-
-
 def train_rl(
     cfg: RLRunConfig,
     *,
@@ -336,24 +175,6 @@ def train_rl(
         return _train_rl(cfg, agent_factory, envs)
     finally:
         torch.set_num_threads(threads_before)
-
-
-def preset_for_run(cfg: RLRunConfig, spec: SuiteSpec) -> ResolvedPreset:
-    """The preset of a run, with the run's overrides applied (raises on a bad override)."""
-    return resolve_preset(
-        cfg.preset,
-        num_tasks=spec.num_tasks,
-        method=cfg.method,
-        method_kwargs=cfg.method_kwargs,
-        seed=cfg.seed,
-        device=cfg.device,
-        steps=cfg.steps,
-        budget=cfg.budget,
-        agent=cfg.agent,
-        protocol=cfg.protocol,
-        task_names=spec.tasks,
-        regularized=cfg.regularized,
-    )
 
 
 def _train_rl(
@@ -382,104 +203,6 @@ def _train_rl(
         run.close()
     run.write_result(final=True)
     return run.result()
-
-
-@dataclass
-class RunState:
-    """The run loop's own state; a checkpoint saves it as a whole (its ``"run"`` entry:
-    :meth:`to_state`) and a resume restores it as a whole (:meth:`from_state`). Next to it a
-    checkpoint holds the agent, the replay buffer, the environments' goal generators and the
-    generators: with those, everything a resumed run needs to continue exactly.
-
-    Attributes:
-        series: the evaluations so far.
-        accumulator: the update statistics and episode outcomes since the last log row.
-        step: vector steps done (one transition of every task each).
-        updates: agent updates done.
-        episodes: training episodes finished (all tasks together).
-        next_eval: the step at or after which the next evaluation is due (at an episode boundary).
-        next_ckpt: the same for the next checkpoint.
-        next_log: the step at or after which the next training log row is written.
-        refill_until: no updates before this step (after a resume from a checkpoint without replay
-            data: the emptied buffer is refilled for ``warmup_steps`` steps first).
-        at_boundary: every environment's episode ended at ``step`` (the final checkpoint need not
-            be at a boundary).
-        resumed_from: the steps at which the run was resumed, in order.
-        wall_s: wall-clock seconds of all sessions, up to the last checkpoint or result.
-    """
-
-    series: EvalSeries
-    accumulator: _Accumulator
-    step: int = 0
-    updates: int = 0
-    episodes: int = 0
-    next_eval: int = 0
-    next_ckpt: int = 0
-    next_log: int = 0
-    refill_until: int = 0
-    at_boundary: bool = True
-    resumed_from: list[int] = field(default_factory=list)
-    wall_s: float = 0.0
-
-    _COUNTERS = ("step", "updates", "episodes", "next_eval", "next_ckpt", "next_log",
-                 "refill_until")  # fmt: skip
-
-    @classmethod
-    def start(cls, tasks: tuple[str, ...], budget: Budget) -> RunState:
-        """The state of a fresh run: nothing done, the first evaluation, checkpoint and log row
-        due after one interval each."""
-        return cls(
-            EvalSeries(tasks),
-            _Accumulator(len(tasks)),
-            next_eval=budget.eval_every,
-            next_ckpt=budget.checkpoint_every,
-            next_log=budget.log_every,
-        )
-
-    def to_state(self) -> dict[str, Any]:
-        """Plain values (for a checkpoint)."""
-        return {
-            **{k: int(getattr(self, k)) for k in self._COUNTERS},
-            "at_boundary": self.at_boundary,
-            "resumed_from": list(self.resumed_from),
-            "wall_s": float(self.wall_s),
-            "series": self.series.to_list(),
-            "accumulator": self.accumulator.state(),
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], tasks: tuple[str, ...]) -> RunState:
-        """The inverse of :meth:`to_state` (a run of ``tasks``)."""
-        accumulator = _Accumulator(len(tasks))
-        accumulator.load(state["accumulator"])
-        return cls(
-            EvalSeries.from_list(tasks, state["series"]),
-            accumulator,
-            **{k: int(state[k]) for k in cls._COUNTERS},
-            at_boundary=bool(state["at_boundary"]),
-            resumed_from=[int(s) for s in state["resumed_from"]],
-            wall_s=float(state["wall_s"]),
-        )
-
-
-class _Throughput:
-    """Environment steps and updates per second over a window (from one log row to the next)."""
-
-    def __init__(self, num_tasks: int) -> None:
-        self.num_tasks = num_tasks
-        self.since, self.steps, self.updates = time.perf_counter(), 0, 0
-        self.rates = {"env_steps_per_s": 0.0, "updates_per_s": 0.0}
-
-    def read(self) -> dict[str, float]:
-        """The rates of the window (kept in ``rates``); a new window starts."""
-        now = time.perf_counter()
-        seconds = max(now - self.since, 1e-9)
-        self.rates = {
-            "env_steps_per_s": self.steps * self.num_tasks / seconds,
-            "updates_per_s": self.updates / seconds,
-        }
-        self.since, self.steps, self.updates = now, 0, 0
-        return self.rates
 
 
 class RLRun:
@@ -515,7 +238,7 @@ class RLRun:
             self.out / "checkpoints",
             kind=CHECKPOINT_KIND,
             format=CHECKPOINT_FORMAT,
-            fingerprint=_fingerprint(spec, preset, cfg),
+            fingerprint=run_fingerprint(spec, preset, cfg),
             keep=cfg.keep_checkpoints,
             device=self.device,
             start_over="start over (resume=False / --fresh)",
@@ -561,7 +284,7 @@ class RLRun:
             derive_seed(cfg.seed, "replay-sample") % 2**63
         )
         self.state = RunState.start(self.spec.tasks, self.budget)
-        self.throughput = _Throughput(m)
+        self.throughput = Throughput(m)
         self.obs: np.ndarray = np.zeros((m, envs.obs_dim), dtype=np.float32)
         self.ep_return = np.zeros(m)
         self.ep_success = np.zeros(m, dtype=np.bool_)
@@ -579,7 +302,7 @@ class RLRun:
 
     def _config_record(self) -> dict[str, Any]:
         return {
-            "run": _run_dict(self.cfg),
+            "run": run_record(self.cfg),
             "suite": self.spec.name,
             "tasks": list(self.spec.tasks),
             "preset": self.preset.to_dict(),
@@ -605,7 +328,7 @@ class RLRun:
         self.progress = Progress(self.budget.steps, initial=step, desc=desc,
                                  enabled=self.cfg.progress)  # fmt: skip
         self.obs = self.envs.reset()
-        self.throughput = _Throughput(self.num_tasks)
+        self.throughput = Throughput(self.num_tasks)
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint payload: the run state, the agent, the replay buffer (its data with
@@ -721,7 +444,7 @@ class RLRun:
                 if k not in ("kind", "step") and isinstance(v, (int, float)):
                     self._scalar(f"train/{k}", v)
             s.accumulator.reset()
-            s.next_log = _next_multiple(s.step, self.budget.log_every)
+            s.next_log = next_multiple(s.step, self.budget.log_every)
         self.progress.update(1, postfix=self._postfix() if s.step % 50 == 0 else None)
 
     def _postfix(self) -> str:
@@ -732,7 +455,7 @@ class RLRun:
         s = self.state
         if s.at_boundary and s.step >= s.next_eval and s.step < self.budget.steps:
             self.evaluate()
-            s.next_eval = _next_multiple(s.step, self.budget.eval_every)
+            s.next_eval = next_multiple(s.step, self.budget.eval_every)
             self.write_result(final=False)
 
     def maybe_checkpoint(self) -> bool:
@@ -743,7 +466,7 @@ class RLRun:
             return False
         stop = self.cfg.stop_after_steps is not None and s.step >= self.cfg.stop_after_steps
         if s.step >= s.next_ckpt or stop:
-            s.next_ckpt = max(s.next_ckpt, _next_multiple(s.step, self.budget.checkpoint_every))
+            s.next_ckpt = max(s.next_ckpt, next_multiple(s.step, self.budget.checkpoint_every))
             self.save()
             if self.cfg.plots:
                 plot_learning_curves(s.series, self.out, title=self._plot_title)
@@ -786,8 +509,8 @@ class RLRun:
         if not len(s.series) or s.series.results[-1].step != s.step:
             self.evaluate()
         # so that extending the run (a larger `steps`) does not repeat them at once
-        s.next_eval = max(s.next_eval, _next_multiple(s.step, budget.eval_every))
-        s.next_ckpt = max(s.next_ckpt, _next_multiple(s.step, budget.checkpoint_every))
+        s.next_eval = max(s.next_eval, next_multiple(s.step, budget.eval_every))
+        s.next_ckpt = max(s.next_ckpt, next_multiple(s.step, budget.checkpoint_every))
         if self._resumed_at != (s.step, len(s.series)):
             self.save()
 
@@ -868,10 +591,3 @@ def _postfix(rates: Mapping[str, float], series: EvalSeries) -> str:
     if final is not None:
         text += f" success {final.mean_success:.2f}"
     return text
-
-
-def _run_dict(cfg: RLRunConfig) -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.__dict__.items():
-        out[k] = str(v) if isinstance(v, Path) else v
-    return out
