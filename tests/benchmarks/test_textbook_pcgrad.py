@@ -4,9 +4,8 @@ cost benchmark runs end to end (``--quick``)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,7 @@ from torch import nn
 from gradsurgery import MultiTaskBackward
 from gradsurgery.methods.pcgrad import random_partner_orders
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-textbook_pcgrad = _load("textbook_pcgrad")
+textbook_pcgrad = importlib.import_module("textbook_pcgrad")
 TextbookPCGrad = textbook_pcgrad.TextbookPCGrad
 
 
@@ -139,7 +124,7 @@ def test_shared_input_with_heads() -> None:
 
 
 def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
-    bench = _load("gradient_cost")
+    bench = importlib.import_module("gradient_cost")
     threads = torch.get_num_threads()
     out = tmp_path / "cost.json"
     try:
@@ -168,7 +153,7 @@ def test_profiled_peak_counts_live_tensor_bytes() -> None:
         c = torch.ones(250_000)  # reuses a's share of the budget: peak stays 2 MB
         del b, c
 
-    peak = _load("harness").profiled_peak(work)
+    peak = importlib.import_module("harness").profiled_peak(work)
     if peak is None:
         pytest.skip("this torch build does not expose the profiler's allocation events")
     assert 2_000_000 <= peak < 2_100_000

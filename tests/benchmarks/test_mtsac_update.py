@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -21,21 +18,10 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_textbook_contender_equals_ours_with_two_tasks() -> None:
     """With m = 2 each task has one partner, so PCGrad has no random order: both contenders must
     produce the same critic and actor gradients on the same batch."""
-    bench = _load("mtsac_update")
+    bench = importlib.import_module("mtsac_update")
     s = bench.Settings(hidden=(8, 8), batch_per_task=4)
     agents, batch = bench.make_agents(2, s, "cpu")
     ours, textbook = agents[bench.OURS], agents[bench.TEXTBOOK]
@@ -52,7 +38,7 @@ def test_textbook_contender_equals_ours_with_two_tasks() -> None:
 
 
 def test_quick_run_writes_json(tmp_path: Path) -> None:
-    bench = _load("mtsac_update")
+    bench = importlib.import_module("mtsac_update")
     out = tmp_path / "r.json"
     result = bench.main(["--quick", "--sizes", "3", "--rounds", "2", "--out", str(out)])
     data = json.loads(out.read_text())
