@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradsurgery.runtime.stats import mean_ci, t_cdf, t_quantile
+from gradsurgery.runtime.stats import MedianIQR, clip_ci, mean_ci, median_iqr, t_cdf, t_quantile
 
 
 def test_known_numbers() -> None:
@@ -55,3 +55,27 @@ def test_t_quantile_matches_scipy(p: float, df: float) -> None:
     stats = pytest.importorskip("scipy.stats")
     assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-8, abs=1e-10)
     assert t_cdf(t_quantile(p, df), df) == pytest.approx(p, abs=1e-10)
+
+
+def test_clip_ci_cuts_the_interval_to_the_range() -> None:
+    ci = mean_ci([0.99, 1.0, 0.97])  # high = 0.9867 + 4.30 · 0.0153 / √3 > 1
+    assert ci.high is not None and ci.high > 1.0
+    clipped = clip_ci(ci, 0.0, 1.0)
+    assert clipped.high == 1.0 and clipped.low == ci.low and clipped.clipped
+    assert clipped.mean == ci.mean and clipped.std == ci.std
+    inside = clip_ci(mean_ci([0.5, 0.6, 0.55]), 0.0, None)
+    assert not inside.clipped
+    one = mean_ci([2.0])
+    assert clip_ci(one, 0.0, 1.0) is one  # no interval to clip
+
+
+def test_median_iqr_linear_interpolation() -> None:
+    assert median_iqr([3.0]) == MedianIQR(1, 3.0, 3.0, 3.0)
+    m = median_iqr([4.0, 1.0, 2.0, 3.0, 100.0, None])  # type: ignore[list-item]
+    assert (m.n, m.median, m.q1, m.q3) == (5, 3.0, 2.0, 4.0)
+    np = pytest.importorskip("numpy")
+    xs = [0.3, 9.0, 1.5, 2.25, 7.0, 7.5]
+    m = median_iqr(xs)
+    assert (m.q1, m.median, m.q3) == pytest.approx(tuple(np.percentile(xs, [25, 50, 75])))
+    with pytest.raises(ValueError):
+        median_iqr([])

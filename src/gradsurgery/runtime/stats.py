@@ -1,4 +1,5 @@
-"""Mean, standard deviation and Student-t confidence intervals over seeds (no SciPy needed).
+"""Mean, standard deviation and Student-t confidence intervals over seeds, medians and
+interquartile ranges (no SciPy needed).
 
 For ``n`` values with mean ``x̄`` and sample standard deviation ``s`` (``n − 1`` in the
 denominator), the two-sided ``level`` confidence interval of the mean is
@@ -11,22 +12,35 @@ quantile is computed here from the t CDF, ``F(t) = 1 − ½ I_{ν/(ν+t²)}(ν/2
 to full double precision. With one value the standard deviation and the interval are undefined
 (None).
 
+A metric with a possible range (an accuracy in [0, 1], an error ≥ 0) can have an interval that
+leaves it (0.99 ± 0.02 → high 1.01): :func:`clip_ci` cuts the ends to the range and marks the
+summary ``clipped``. The mean and the standard deviation are kept as computed.
+
+:func:`median_iqr`: the median and the first and third quartiles, by linear interpolation between
+order statistics (quantile ``q`` at position ``q·(n − 1)`` of the sorted values, NumPy's default)
+— for timings and memory, whose spread over seeds is skewed by a slow or loaded run.
+
 Example (three seeds; t_{0.975, 2} = 4.302653):
     >>> ci = mean_ci([0.90, 0.92, 0.94])
     >>> round(ci.mean, 6), round(ci.std, 6), round(ci.half_width, 6)
     (0.92, 0.02, 0.049683)
     >>> round(t_quantile(0.975, 2), 6)
     4.302653
+    >>> acc = clip_ci(mean_ci([0.98, 1.0, 1.0]), 0.0, 1.0)
+    >>> round(acc.low, 6), acc.high, acc.clipped
+    (0.964649, 1.0, True)
+    >>> median_iqr([10.0, 12.0, 11.0, 30.0])
+    MedianIQR(n=4, median=11.5, q1=10.75, q3=16.5)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["MeanCI", "mean_ci", "t_cdf", "t_quantile"]
+__all__ = ["MeanCI", "MedianIQR", "clip_ci", "mean_ci", "median_iqr", "t_cdf", "t_quantile"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -120,6 +134,8 @@ class MeanCI:
     low: float | None
     high: float | None
     level: float
+    clipped: bool = False
+    """Whether :func:`clip_ci` moved an end of the interval to the metric's range."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +143,7 @@ class MeanCI:
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> MeanCI:
     """Mean ± t-interval of ``values`` (NaN and None are dropped; see the module docstring)."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    xs = _values(values)
     if not xs:
         raise ValueError("mean_ci needs at least one value")
     if not 0.0 < level < 1.0:
@@ -139,3 +155,48 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> MeanCI:
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
     return MeanCI(n, mean, std, half, mean - half, mean + half, level)
+
+
+def _values(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and not math.isnan(float(v))]
+
+
+def clip_ci(ci: MeanCI, low: float | None = None, high: float | None = None) -> MeanCI:
+    """``ci`` with the interval's ends cut to ``[low, high]`` (None: unbounded on that side);
+    ``clipped`` is set when an end moved (see the module docstring)."""
+    if ci.low is None or ci.high is None:
+        return ci
+    lo = ci.low if low is None else max(ci.low, low)
+    hi = ci.high if high is None else min(ci.high, high)
+    if lo == ci.low and hi == ci.high:
+        return ci
+    return replace(ci, low=lo, high=hi, clipped=True)
+
+
+@dataclass(frozen=True)
+class MedianIQR:
+    """Median and quartiles of ``n`` values (see :func:`median_iqr`)."""
+
+    n: int
+    median: float
+    q1: float
+    q3: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    pos = q * (len(xs) - 1)
+    i = math.floor(pos)
+    j = min(i + 1, len(xs) - 1)
+    return xs[i] + (xs[j] - xs[i]) * (pos - i)
+
+
+def median_iqr(values: Sequence[float | None]) -> MedianIQR:
+    """Median and first/third quartiles of ``values`` (NaN and None dropped; linear
+    interpolation, see the module docstring)."""
+    xs = sorted(_values(values))
+    if not xs:
+        raise ValueError("median_iqr needs at least one value")
+    return MedianIQR(len(xs), _quantile(xs, 0.5), _quantile(xs, 0.25), _quantile(xs, 0.75))
