@@ -104,15 +104,17 @@ def test_missing_and_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "plain.pt")
 
 
-def test_manager_keeps_two_and_falls_back_past_a_corrupt_one(tmp_path: Path) -> None:
+def test_manager_keeps_two_and_falls_back_past_a_corrupt_one(tmp_path: Path, capsys) -> None:
     mgr = CheckpointManager(tmp_path, keep=2)
     for step in (5, 10, 15):
         mgr.save(_state(float(step)), step)
     assert [p.name for p in mgr.checkpoints()] == ["step-00000010.ckpt", "step-00000015.ckpt"]
     newest = mgr.path_for(15)
     newest.write_bytes(newest.read_bytes()[:-7])
-    with pytest.warns(RuntimeWarning, match="skipped unreadable checkpoint.*step-00000010"):
-        state, path = mgr.load_latest()
+    state, path = mgr.load_latest()
+    err = capsys.readouterr().err  # one plain line, no warnings module source line
+    assert err.count("\n") == 1 and err.startswith("gradsurgery: skipped unreadable checkpoint")
+    assert "step-00000010" in err and "step-00000015" in err
     assert state["step"] == 10 and path.name == "step-00000010.ckpt"
     assert (tmp_path / "step-00000015.ckpt.corrupt").exists()  # out of the rotation
     assert [p.name for p in mgr.checkpoints()] == ["step-00000010.ckpt"]
@@ -123,8 +125,34 @@ def test_manager_raises_when_nothing_is_readable(tmp_path: Path) -> None:
     assert mgr.load_latest() is None
     mgr.save(_state(1.0), 1)
     mgr.path_for(1).write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match=r"no readable checkpoint.*delete the directory"):
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint.*step-00000001.*delete"):
         mgr.load_latest()
+
+
+def test_an_unreadable_only_checkpoint_keeps_refusing(tmp_path: Path) -> None:
+    """Set aside as .corrupt, it must not make the next attempt a silent fresh start."""
+    mgr = CheckpointManager(tmp_path, keep=2)
+    mgr.save(_state(1.0), 1)
+    mgr.path_for(1).write_bytes(mgr.path_for(1).read_bytes()[:100])
+    for _ in range(2):
+        with pytest.raises(CheckpointError, match=r"step-00000001\.ckpt.*delete " + str(tmp_path)):
+            mgr.load_latest()
+    assert mgr.corrupt() == [tmp_path / "step-00000001.ckpt.corrupt"]
+    mgr.save(_state(2.0), 2)  # a good checkpoint again (a run started over): it is used
+    found = mgr.load_latest()
+    assert found is not None and found[1].name == "step-00000002.ckpt"
+
+
+def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_trainer_reports_a_corrupt_checkpoint(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from gradsurgery.runtime.checkpoint import CheckpointManager, load_checkpoint
+from gradsurgery.runtime.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from gradsurgery.runtime.resumable import ENVELOPE_KEYS, Resumable, ResumeError
 
 FINGERPRINT = {"seed": 0, "agent": {"method": "sum", "widths": [8, 8]}, "tasks": ["a", "b"]}
@@ -101,13 +101,13 @@ def test_the_device_check_compares_kinds_of_device(tmp_path: Path) -> None:
         resumable(other, device="cpu").load()
 
 
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> None:
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path, capsys) -> None:
     run = resumable(tmp_path)
     run.save(payload(10), 10)
     newest = run.save(payload(20), 20)
     newest.write_bytes(newest.read_bytes()[:-50])
-    with pytest.warns(RuntimeWarning, match="unreadable"):
-        found = run.load()
+    found = run.load()
+    assert "unreadable" in capsys.readouterr().err
     assert found is not None and found[0]["step"] == 10 and found[1].name == "step-00000010.ckpt"
     assert newest.with_name(newest.name + ".corrupt").exists()  # set aside, out of the rotation
     assert [p.name for p in run.manager.checkpoints()] == ["step-00000010.ckpt"]
@@ -129,3 +129,16 @@ def test_clear_starts_over(tmp_path: Path) -> None:
 
 def test_resume_error_is_a_value_error() -> None:
     assert issubclass(ResumeError, ValueError)
+
+
+def test_an_unreadable_only_checkpoint_refuses_naming_both_ways_forward(tmp_path: Path) -> None:
+    run = Resumable(
+        tmp_path, kind="demo", format=1, fingerprint={}, start_over="start over (--fresh)"
+    )
+    only = run.save(payload(10), 10)
+    only.write_bytes(only.read_bytes()[:-50])
+    for _ in range(2):  # the rerun refuses too (no silent fresh start)
+        with pytest.raises(CheckpointError, match=r"step-00000010.*delete .*or start over"):
+            run.load()
+    run.clear()
+    assert run.load() is None

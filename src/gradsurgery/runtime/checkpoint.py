@@ -4,7 +4,8 @@ Writing. :func:`atomic_write_bytes` writes to a temporary file in the target's d
 and ``fsync`` s it, renames it over the target with ``os.replace`` (atomic on POSIX and Windows
 within one file system), then ``fsync`` s the directory so the rename itself survives a power loss.
 A process killed at any point leaves either the old file or the new one, never a mix; a failure
-while writing removes the temporary file and leaves the old file as it was.
+while writing removes the temporary file and leaves the old file as it was. The file gets the mode
+an ordinary ``open(path, "w")`` would give it (``0o666`` less the umask), not ``mkstemp``'s 0600.
 
 Format. A checkpoint file is a 64-byte header followed by the bytes of ``torch.save(state)``:
 
@@ -18,10 +19,14 @@ run code, so it may only hold tensors, numbers, strings, lists, tuples and dicts
 
 Keeping several. :class:`CheckpointManager` names files ``step-00001234.ckpt`` in one directory and
 keeps the newest ``keep`` (default 2). :meth:`CheckpointManager.load_latest` tries the newest first;
-if it is corrupt it warns, renames it to ``*.ckpt.corrupt`` (out of the rotation, kept for
-inspection) and falls back to the one before (the reason to keep two: a disk that lies about
-``fsync``, or a file damaged after it was written). When every checkpoint is unreadable
-it raises :class:`CheckpointError` listing each file and its problem.
+if it is corrupt it prints one line to stderr, renames it to ``*.ckpt.corrupt`` (out of the
+rotation, kept for inspection) and falls back to the one before (the reason to keep two: a disk that
+lies about ``fsync``, or a file damaged after it was written). When every checkpoint is unreadable
+it raises :class:`CheckpointError` naming each file and its problem, and so does every later
+attempt while the directory holds ``*.ckpt.corrupt`` files and no readable checkpoint: an
+unreadable run is never silently started over. To start it over, delete the checkpoint directory
+(or the ``.corrupt`` files), or start over through the loop (:class:`~.resumable.Resumable` adds
+its ``start_over``, e.g. ``--fresh``, to the message).
 
 Example:
     >>> import tempfile, torch
@@ -43,8 +48,8 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +87,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -193,16 +214,30 @@ class CheckpointManager:
                 old.unlink()
         return path
 
+    def corrupt(self) -> list[Path]:
+        """Checkpoints set aside as unreadable (``*.ckpt.corrupt``), sorted by name."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if p.name.endswith(".ckpt.corrupt"))
+
     def load_latest(self, map_location: Any = "cpu") -> tuple[Any, Path] | None:
         """``(state, path)`` of the newest readable checkpoint; None when there is none at all.
 
-        A corrupt newest checkpoint is reported with a warning and the previous one is used.
+        A corrupt newest checkpoint is reported on stderr (one line) and the previous one is used.
 
         Raises:
-            CheckpointError: checkpoints exist but none can be read.
+            CheckpointError: checkpoints exist but none can be read, or none exists and some were
+                set aside as corrupt (the run cannot be continued, and is not silently restarted).
         """
         paths = self.checkpoints()
         if not paths:
+            corrupt = self.corrupt()
+            if corrupt:
+                raise CheckpointError(
+                    f"no readable checkpoint in {self.directory}: "
+                    f"{', '.join(p.name for p in corrupt)} could not be read earlier. "
+                    + _START_OVER.format(directory=self.directory)
+                )
             return None
         problems = []
         for path in reversed(paths):
@@ -215,15 +250,19 @@ class CheckpointManager:
                     path.rename(path.with_name(path.name + ".corrupt"))
                 continue
             if problems:
-                warnings.warn(
-                    "skipped unreadable checkpoint(s), resuming from "
-                    f"{path.name}: " + "; ".join(problems),
-                    RuntimeWarning,
-                    stacklevel=2,
+                print(
+                    f"gradsurgery: skipped unreadable checkpoint(s), resuming from {path}: "
+                    + "; ".join(problems),
+                    file=sys.stderr,
+                    flush=True,
                 )
             return state, path
         raise CheckpointError(
             f"no readable checkpoint in {self.directory}: "
             + "; ".join(problems)
-            + " — delete the directory to start the run over"
+            + ". "
+            + _START_OVER.format(directory=self.directory)
         )
+
+
+_START_OVER = "The run cannot be continued; to start it over, delete {directory}"

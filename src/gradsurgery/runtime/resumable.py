@@ -6,7 +6,9 @@ checkpoint directory and follows one protocol:
 
 1. ``found = resumable.load()`` before anything is built or written: None when there is nothing to
    continue, else ``(payload, path)`` of the newest readable checkpoint (read on the CPU; a corrupt
-   newest one is set aside with a warning and the one before it used: :class:`CheckpointManager`);
+   newest one is set aside with a note on stderr and the one before it used; when none is
+   readable, :class:`~gradsurgery.runtime.checkpoint.CheckpointError` naming the files and how to
+   start over, on this and every later attempt: :class:`CheckpointManager`);
 2. the loop restores itself from ``payload`` (its own keys, the envelope removed);
 3. ``resumable.save(payload, step)`` whenever the loop checkpoints (written atomically, the newest
    ``keep`` kept).
@@ -52,7 +54,7 @@ from typing import Any
 
 import torch
 
-from gradsurgery.runtime.checkpoint import CheckpointManager
+from gradsurgery.runtime.checkpoint import CheckpointError, CheckpointManager
 from gradsurgery.runtime.values import differences
 
 __all__ = ["ENVELOPE_KEYS", "Resumable", "ResumeError"]
@@ -62,6 +64,8 @@ ENVELOPE_KEYS = frozenset({"kind", "format", "fingerprint", "device"})
 
 #: At most this many fingerprint differences are listed in a refusal (then a count of the rest).
 _MAX_LISTED = 8
+
+_DEFAULT_START_OVER = "delete it to start over"
 
 
 class ResumeError(ValueError):
@@ -94,7 +98,7 @@ class Resumable:
         fingerprint: Mapping[str, Any],
         keep: int = 2,
         device: str | torch.device | None = None,
-        start_over: str = "delete it to start over",
+        start_over: str = "delete it to start over",  # _DEFAULT_START_OVER
     ) -> None:
         self.manager = CheckpointManager(directory, keep=keep)
         self.kind = kind
@@ -134,7 +138,12 @@ class Resumable:
             ResumeError: the checkpoint belongs to another loop, layout, run or kind of device.
             CheckpointError: checkpoints exist but none can be read.
         """
-        found = self.manager.load_latest(map_location="cpu")
+        try:
+            found = self.manager.load_latest(map_location="cpu")
+        except CheckpointError as e:
+            if self.start_over == _DEFAULT_START_OVER:
+                raise
+            raise CheckpointError(f"{e}, or {self.start_over}") from None
         if found is None:
             return None
         state, path = found
