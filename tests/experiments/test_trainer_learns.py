@@ -156,3 +156,28 @@ def test_trainer_calls_the_models_training_hooks_every_step(layout: str, monkeyp
     else:
         expected = [("step_inputs", None), ("after_backward", (2,))]
     assert calls == expected * 3
+
+
+@pytest.mark.parametrize("method", ["sum", "dwa"])
+def test_trainer_ends_the_methods_epoch_after_every_epochs_last_batch(
+    method: str, monkeypatch
+) -> None:
+    """Method.end_epoch, the loops' epoch-boundary hook, is called on any method (a no-op for
+    most) after the last of every epoch's 4 batches; DWA's epochs are the trainer's."""
+    train, test = _partitioned(40, data_seed=1), _partitioned(20, data_seed=2)
+    model = TaskConditionedNetwork(8, 2, 3, hidden=(8,))
+    config = TrainConfig(method=method, steps=10, batch_size=30, progress=False)
+    trainer = Trainer(model, train, test, config)
+    hook = trainer.mtl.method.end_epoch
+    calls: list[int] = []
+
+    def end_epoch() -> None:
+        calls.append(trainer.step)
+        hook()
+
+    monkeypatch.setattr(trainer.mtl.method, "end_epoch", end_epoch)
+    trainer.fit()
+    assert calls == [4, 8]
+    if method == "dwa":
+        assert trainer.mtl.method.epochs == 2
+        assert trainer.mtl.method.epochs_seen.tolist() == [2, 2, 2]

@@ -162,3 +162,18 @@ def test_end_to_end_model_gradient_is_the_weighted_sum():
     (result.weights.double() * losses_of(ref, 1.0 + 0.3 * 4)).sum().backward()
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_needs_epoch_boundaries_only_without_an_epoch_length():
+    from gradsurgery.methods import method_names, refuse_without_epoch_boundaries
+
+    assert DynamicWeightAverage().needs_epoch_boundaries
+    assert not DynamicWeightAverage(epoch_length=3).needs_epoch_boundaries
+    with pytest.raises(ValueError, match="never signals"):
+        refuse_without_epoch_boundaries(DynamicWeightAverage(), "this loop")
+    refuse_without_epoch_boundaries(DynamicWeightAverage(epoch_length=3), "this loop")
+    for name in method_names():  # every other method works in any loop; the hook is a no-op
+        if name != "dwa":
+            method = create_method(name)
+            assert not method.needs_epoch_boundaries, name
+            method.end_epoch()

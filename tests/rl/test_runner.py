@@ -345,3 +345,58 @@ def test_overlapped_updates_are_one_reproducible_resumable_run(tmp_path: Path) -
     torch.testing.assert_close(second.agent.w, whole.agent.w, rtol=0, atol=0)
     with pytest.raises(ResumeError, match="overlap"):
         train_rl(config(tmp_path / "plain", overlap=True, steps=96), agent_factory=StubAgent)
+
+
+class EpochStubAgent(StubAgent):
+    """The stub agent with the optional ``end_epoch``: records the update count at each call."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.epochs_ended_at: list[int] = []
+
+    def end_epoch(self) -> None:
+        self.epochs_ended_at.append(self.num_updates)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_agents_epoch_ends_at_every_episode_boundary_after_its_update(
+    tmp_path: Path, overlap: bool
+) -> None:
+    """12-step episodes, 10 warm-up steps: ``end_epoch`` after the updates of steps 12, 24, ...,
+    72 (updates 2, 14, ..., 62), with or without overlapped updates."""
+    res = train_rl(config(tmp_path / "e", overlap=overlap), agent_factory=EpochStubAgent)
+    assert res.agent.epochs_ended_at == [s - 10 for s in range(12, 73, 12)]
+
+
+def test_an_agent_without_end_epoch_refuses_a_method_that_needs_it(tmp_path: Path) -> None:
+    from gradsurgery.backward import MultiTaskBackward
+
+    class DWAStub(StubAgent):
+        def __init__(self, *args: Any, **method_kwargs: Any) -> None:
+            super().__init__(*args)
+            w = torch.nn.Parameter(torch.zeros(2))
+            self.backward = {"critic": MultiTaskBackward([w], "dwa", num_tasks=1, **method_kwargs)}
+
+    with pytest.raises(ValueError, match="DynamicWeightAverage needs epoch boundaries"):
+        train_rl(config(tmp_path / "r"), agent_factory=DWAStub)
+    fixed = train_rl(  # with a fixed epoch length DWA needs no boundary
+        config(tmp_path / "f", steps=12),
+        agent_factory=lambda *a: DWAStub(*a, epoch_length=5),
+    )
+    assert fixed.steps == 12
+
+
+def test_dwa_through_the_runner_changes_its_weights_after_episode_boundaries(
+    tmp_path: Path,
+) -> None:
+    """``gradsurgery rl --method dwa``: the real agent's methods close an epoch at each of the
+    4 episode boundaries (steps 12, 24, 36, 48); from the third epoch on the critic's weights
+    are DWA's, not the loss sum's (its losses are positive: DWA measures their rates)."""
+    kw = dict(suite="reach-v3,push-v3", method="dwa", steps=48,
+              agent={"hidden_sizes": (32, 32), "batch_size_per_task": 8})  # fmt: skip
+    res = train_rl(config(tmp_path / "dwa", **kw))
+    agent = res.agent
+    assert [agent.backward[n].method.epochs for n in ("critic", "actor")] == [4, 4]
+    weights = agent.last_results["critic"].weights
+    assert not torch.allclose(weights, torch.ones_like(weights))
+    torch.testing.assert_close(weights.sum(), torch.tensor(2.0, dtype=weights.dtype))

@@ -181,3 +181,36 @@ def test_config_validation_and_dict_round_trip() -> None:
         SACConfig.from_dict({"learning_rate": 1.0})
     with pytest.raises(ValueError, match="task names"):
         MTSAC(SACConfig(task_names=("a",)), OBS, ACT, M)
+
+
+def test_dwa_weights_move_only_after_the_agents_epoch_boundaries() -> None:
+    """DWA on every loss (``per_task_alpha=False``: the temperature is shared, so it gets the
+    method too): its weights are 1 until two epochs closed, and epochs close only when the loop
+    calls ``MTSAC.end_epoch`` (the runner does at every episode boundary), on each method. (The
+    temperature loss is negative here, where DWA measures no rate: its weights stay 1.)"""
+    agent = MTSAC(small(method="dwa", per_task_alpha=False), OBS, ACT, M)
+    assert agent.needs_epoch_boundaries
+    rb = filled(agent)
+    gen = torch.Generator().manual_seed(1)
+    ones = torch.ones(M, dtype=agent.dtype)
+    for _ in range(6):  # no boundary: the loss sum
+        agent.update(rb.sample(8, gen))
+        for name, res in agent.last_results.items():
+            assert res.weights is not None
+            torch.testing.assert_close(res.weights, ones, msg=name)
+    for _ in range(2):  # two epochs of 3 updates each
+        for _ in range(3):
+            agent.update(rb.sample(8, gen))
+        agent.end_epoch()
+    assert {name: e.method.epochs for name, e in agent.backward.items()} == {
+        "critic": 2, "actor": 2, "alpha": 2,
+    }  # fmt: skip
+    agent.update(rb.sample(8, gen))
+    for name in ("critic", "actor"):
+        res = agent.last_results[name]
+        assert res.weights is not None
+        assert not torch.allclose(res.weights, ones), name
+        torch.testing.assert_close(res.weights.sum(), torch.tensor(float(M), dtype=agent.dtype))
+    assert not MTSAC(
+        small(method="dwa", method_kwargs={"epoch_length": 5}), OBS, ACT, M
+    ).needs_epoch_boundaries

@@ -16,7 +16,8 @@ batch: a routing network samples its routes) and
 optimizer step (a routing network trains its routers by REINFORCE with reward ``−loss``).
 
 A method's learnable parameters (uncertainty weighting's log-variances) join the model's in the
-optimizer. DWA-style methods get ``end_epoch()`` at every epoch boundary.
+optimizer. The method gets :meth:`Method.end_epoch <gradsurgery.methods.base.Method.end_epoch>` after
+every epoch's last batch (DWA closes its epoch there; a no-op for most methods).
 
 Budget: ``epochs`` or ``steps`` (steps win). Evaluation every ``eval_every`` steps (default: at the
 end of every epoch) and at the last step, with the benchmark's metrics
@@ -691,9 +692,7 @@ class Trainer:
         self.epoch += 1
         self.batch_in_epoch = 0
         self.permutation = None
-        end_epoch = getattr(self.mtl.method, "end_epoch", None)
-        if callable(end_epoch):
-            end_epoch()
+        self.mtl.method.end_epoch()
         return True
 
     def _checkpoint_due(self, evaluated: bool) -> bool:

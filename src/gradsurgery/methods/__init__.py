@@ -12,6 +12,7 @@ from gradsurgery.methods.base import (
     LossWeighting,
     Method,
     TaskStep,
+    refuse_without_epoch_boundaries,
 )
 from gradsurgery.methods.cagrad import CAGrad
 from gradsurgery.methods.cosine_regularization import CosineRegularization
@@ -69,5 +70,6 @@ __all__ = [
     "create_method",
     "method_info",
     "method_names",
+    "refuse_without_epoch_boundaries",
     "register",
 ]

@@ -18,6 +18,14 @@ There are three kinds, by what they need (``Method.requires``), cheapest first:
 Methods are ``torch.nn.Module``\\ s so that learnable weights (uncertainty weighting) are parameters a
 user can hand to an optimizer, and running statistics live in buffers: ``state_dict`` /
 ``load_state_dict`` carry all of a method's state.
+
+Epoch boundaries. A method whose state advances per epoch rather than per step (DWA) gets
+:meth:`Method.end_epoch` from the training loop at every epoch boundary: the supervised
+:class:`~gradsurgery.experiments.trainer.Trainer` at the end of every pass over the data, the MT-SAC
+runner (:mod:`gradsurgery.rl.runner`, through ``MTSAC.end_epoch``) at every episode boundary of the
+vector env (every ``max_episode_steps`` steps). A method that would not work without them says so
+with :attr:`Method.needs_epoch_boundaries`; a loop that never calls :meth:`Method.end_epoch` refuses
+it with :func:`refuse_without_epoch_boundaries` instead of silently training with constant weights.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ __all__ = [
     "Requirement",
     "SingleTask",
     "TaskStep",
+    "refuse_without_epoch_boundaries",
 ]
 
 Requirement = Literal["losses", "gramian", "jacobian"]
@@ -135,6 +144,16 @@ class Method(nn.Module):
         data-dependent number, documented by the method)."""
         return 0
 
+    @property
+    def needs_epoch_boundaries(self) -> bool:
+        """Whether the method only works when the loop calls :meth:`end_epoch` at its epoch
+        boundaries (False here; DWA without ``epoch_length``: its weights change only there)."""
+        return False
+
+    def end_epoch(self) -> None:
+        """The loop's epoch boundary: the trainer calls it at the end of every epoch, the MT-SAC
+        runner at every episode boundary (see the module docstring). No-op by default."""
+
     @abstractmethod
     def forward(self, step: TaskStep) -> Aggregation: ...
 
@@ -146,6 +165,26 @@ class Method(nn.Module):
     def __call__(self, step: TaskStep) -> Aggregation:  # typed alias of nn.Module.__call__
         out: Aggregation = super().__call__(step)
         return out
+
+
+def refuse_without_epoch_boundaries(method: Method, loop: str) -> None:
+    """Raise ``ValueError`` when ``method`` needs epoch boundaries: for a loop (named by ``loop``)
+    that never calls :meth:`Method.end_epoch`.
+
+    Example:
+        >>> from gradsurgery.methods import DynamicWeightAverage
+        >>> refuse_without_epoch_boundaries(DynamicWeightAverage(epoch_length=10), "my loop")
+        >>> refuse_without_epoch_boundaries(DynamicWeightAverage(), "my loop")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: DynamicWeightAverage needs epoch boundaries (end_epoch()), which my loop never signals; ...
+    """
+    if method.needs_epoch_boundaries:
+        raise ValueError(
+            f"{type(method).__name__} needs epoch boundaries (end_epoch()), which {loop} never "
+            f"signals; without them its weights never change. Give it a fixed epoch length "
+            f"(DWA: epoch_length=N steps) or call end_epoch() from the loop"
+        )
 
 
 class LossWeighting(Method):

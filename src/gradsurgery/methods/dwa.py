@@ -12,8 +12,22 @@ with temperature ``T = 2``, and ``w_i = 1`` during the first two epochs (no rati
 loss falls more slowly gets a larger weight; the weights sum to ``m``.
 
 The method sees steps, not epochs. It keeps per-task running sums of the losses in buffers and closes
-an epoch either every ``epoch_length`` steps (calls of the method) or when you call
-:meth:`DynamicWeightAverage.end_epoch`. With neither, no epoch ever closes and every weight stays 1.
+an epoch either every ``epoch_length`` steps (calls of the method) or when the loop calls
+:meth:`DynamicWeightAverage.end_epoch` (:meth:`Method.end_epoch
+<gradsurgery.methods.base.Method.end_epoch>`, the loops' epoch-boundary hook). With neither, no epoch
+ever closes and every weight stays 1: without ``epoch_length`` the method says
+``needs_epoch_boundaries`` and a loop that never signals them refuses it
+(:func:`~gradsurgery.methods.base.refuse_without_epoch_boundaries`).
+
+What an epoch is, per loop:
+
+* the supervised :class:`~gradsurgery.experiments.trainer.Trainer`: one pass over the training data
+  (it calls ``end_epoch`` after the epoch's last batch);
+* the MT-SAC runner (:mod:`gradsurgery.rl.runner`): one episode of the vector env, i.e.
+  ``max_episode_steps`` vector steps (Meta-World's training episodes all end together, by the time
+  limit); ``MTSAC.end_epoch`` closes the epoch of each of its methods (critic, actor, temperature)
+  after the update of an episode boundary's step. ``L̄_i`` is then the mean of the last episode's
+  update losses; the first learning episode after the warm-up may be partial.
 
 Choices the paper leaves open, and ours:
 
@@ -132,6 +146,11 @@ class DynamicWeightAverage(TaskStateMixin, LossWeighting):
         self.steps_in_epoch += 1
         if self.epoch_length is not None and self.steps_in_epoch >= self.epoch_length:
             self.end_epoch()
+
+    @property
+    def needs_epoch_boundaries(self) -> bool:
+        """True without ``epoch_length``: epochs then close only on :meth:`end_epoch`."""
+        return self.epoch_length is None
 
     def end_epoch(self) -> None:
         """Close the current epoch: its per-task average becomes ``L̄(t−1)``."""

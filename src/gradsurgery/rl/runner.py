@@ -8,7 +8,12 @@
 2. Collects: for the first ``warmup_steps`` steps uniformly random actions without updates, then
    the stochastic policy with **one update per vector step** (a batch of ``batch_size_per_task``
    transitions of every task). A step is one transition of every task; budgets count steps per
-   task.
+   task. An *epoch*, for the methods whose state advances per epoch (DWA), is one episode of the
+   vector env (``max_episode_steps`` steps: Meta-World's training episodes all end together): at
+   every episode boundary where the agent updated, after the update, the runner calls the agent's
+   ``end_epoch()`` (``MTSAC.end_epoch``: each of its methods'
+   :meth:`~gradsurgery.methods.base.Method.end_epoch`). An agent without ``end_epoch`` whose
+   methods need it (``agent.backward``'s) is refused.
 3. Evaluates (:func:`~gradsurgery.rl.evaluation.evaluate`) at the first episode boundary at or
    after every ``eval_every`` steps and once at the end, and writes ``result.json`` (the resolved
    preset, final and best-over-series success, per task), ``log.jsonl`` (training rows every
@@ -79,6 +84,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from gradsurgery.methods.base import refuse_without_epoch_boundaries
 from gradsurgery.rl.envs import (
     MetaWorldVectorEnv,
     make_metaworld_envs,
@@ -164,7 +170,9 @@ def train_rl(
         agent_factory: ``(SACConfig, obs_dim, action_dim, num_tasks) → agent`` (default
             ``MTSAC``). The agent needs ``act(obs, task_ids, deterministic=False)``,
             ``update(batch) → dict``, ``state_dict()``/``load_state_dict()``, and optionally
-            ``make_replay(capacity_per_task)``.
+            ``make_replay(capacity_per_task)`` and ``end_epoch()`` (called at every episode
+            boundary after the update; an agent without it whose ``backward`` engines hold a
+            method that needs epoch boundaries is refused with ``ValueError``).
         envs: an already built vector env for ``cfg.suite`` (it is not closed here); default:
             built from the preset's protocol.
     """
@@ -271,6 +279,10 @@ class RLRun:
         self.num_tasks, self.task_ids = m, envs.task_ids
         factory = agent_factory or _default_agent_factory
         self.agent = factory(self.preset.agent, envs.obs_dim, envs.action_dim, m)
+        self._end_epoch: Callable[[], None] | None = getattr(self.agent, "end_epoch", None)
+        if self._end_epoch is None:
+            for engine in getattr(self.agent, "backward", {}).values():
+                refuse_without_epoch_boundaries(engine.method, "an agent without end_epoch()")
         self.diagnostics = (
             UpdateDiagnostics(self.agent, self.spec.tasks, cfg.diagnose_every)
             if cfg.diagnose_every is not None
@@ -414,12 +426,15 @@ class RLRun:
 
     def update(self) -> None:
         """The step's update (already run during :meth:`collect` with ``overlap``): one batch of
-        ``batch_size_per_task`` transitions of every task; then the gradient diagnostics when
-        due."""
+        ``batch_size_per_task`` transitions of every task; at an episode boundary the agent's
+        ``end_epoch()`` (the methods' epoch, see the module docstring); then the gradient
+        diagnostics when due."""
         if not self.cfg.overlap:
             self._gradient_step()
         self.state.updates += 1
         self.throughput.updates += 1
+        if self.state.at_boundary and self._end_epoch is not None:
+            self._end_epoch()
         if self.diagnostics is None:
             return
         for row in self.diagnostics.collect(self.state.step):

@@ -305,6 +305,21 @@ class MTSAC:
             w = w * m * torch.softmax(-self.temperature.log_alpha.detach(), dim=0)
         return w
 
+    def end_epoch(self) -> None:
+        """The loop's epoch boundary, passed to the method of each loss (critic, actor,
+        temperature): :meth:`Method.end_epoch <gradsurgery.methods.base.Method.end_epoch>`. The
+        runner (:mod:`gradsurgery.rl.runner`) calls it at every episode boundary of the vector env,
+        after that step's update; DWA closes its epoch there (a no-op for most methods). A loop
+        that drives :meth:`update` itself should call it too, or use a method that does not need it
+        (:attr:`needs_epoch_boundaries`)."""
+        for engine in self.backward.values():
+            engine.method.end_epoch()
+
+    @property
+    def needs_epoch_boundaries(self) -> bool:
+        """Whether the method of any loss needs :meth:`end_epoch` (DWA without ``epoch_length``)."""
+        return any(engine.method.needs_epoch_boundaries for engine in self.backward.values())
+
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(
