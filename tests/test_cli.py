@@ -78,6 +78,31 @@ def test_unknown_method_exits_2_and_lists_known(tmp_path, capsys):
     assert not (tmp_path / "toy.json").exists()
 
 
+def test_method_names_are_resolved_by_the_registry_everywhere(tmp_path, capsys):
+    """Aliases and "did you mean" come from the method registry: toy, rl, compare, Python."""
+    from gradsurgery.experiments.compare import DEFAULT_METHODS, resolve_methods
+    from gradsurgery.methods import create_method, method_names
+
+    assert cli.main(["toy", "--methods", "pcgard", "--out", str(tmp_path), *TINY]) == 2
+    assert "did you mean pcgrad" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="did you mean pcgrad"):
+        create_method("pcgard")
+    with pytest.raises(KeyError, match="did you mean pcgrad"):
+        resolve_methods(["pcgard"])
+    assert create_method("NashMTL").name == "nash_mtl"
+    assert cli.resolve_method_names("nashmtl,nash-mtl,PC-Grad") == ["nash_mtl", "pcgrad"]
+    assert resolve_methods(["nashmtl"]) == ["nash_mtl"]
+    assert set(DEFAULT_METHODS) <= set(method_names())  # the compare help shows registry names
+
+
+def test_unknown_suite_lists_the_known_ones():
+    from gradsurgery.rl.envs.suites import resolve_suite
+
+    pytest.importorskip("metaworld")
+    with pytest.raises(ValueError, match=r"unknown suite 'MT11'; known suites: MT10, MT25, MT50"):
+        resolve_suite("MT11")
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -95,7 +120,9 @@ def test_usage_errors_exit_2(tmp_path, capsys, extra, message):
 
 def test_argparse_errors_and_help_return_codes(capsys):
     assert cli.main(["toy", "--landscape", "nowhere"]) == 2
-    assert cli.main([]) == 2  # a subcommand is required
+    capsys.readouterr()
+    assert cli.main([]) == 2  # no command: the help, and no command ran
+    assert "usage: gradsurgery" in capsys.readouterr().out
     assert cli.main(["--help"]) == 0
     assert "toy" in capsys.readouterr().out
 

@@ -7,6 +7,7 @@ top-level help lists it).
 
 Examples::
 
+    gradsurgery                                       # the help; exit status 2 (no command ran)
     gradsurgery methods
     gradsurgery toy                                   # Adam vs PCGrad, quick budget, runs/toy/
     gradsurgery toy --preset paper                    # the paper's 500,000 steps at lr 1e-3
@@ -104,22 +105,43 @@ def _toy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _toy_run(args: argparse.Namespace) -> int:
+def resolve_method_names(text: str) -> list[str]:
+    """Comma-separated method names → registered names (aliases resolved, duplicates dropped), or
+    a :class:`UsageError` with a "did you mean" for the unknown ones."""
     from gradsurgery.methods import method_names
+    from gradsurgery.methods.registry import resolve_method, suggest_methods
+
+    methods: list[str] = []
+    unknown: list[str] = []
+    for written in (m.strip() for m in text.split(",")):
+        if not written:
+            continue
+        try:
+            name = resolve_method(written)
+        except KeyError:
+            unknown.append(written)
+            continue
+        if name not in methods:
+            methods.append(name)
+    if not methods or unknown:
+        close = list(dict.fromkeys(s for u in unknown for s in suggest_methods(u)))
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise UsageError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}{hint}; known methods: "
+            f"{', '.join(method_names())}"
+        )
+    return methods
+
+
+def _toy_run(args: argparse.Namespace) -> int:
+    from gradsurgery.methods.registry import resolve_method
     from gradsurgery.toy.landscapes import get_landscape
     from gradsurgery.toy.plot import plot_toy
     from gradsurgery.toy.runner import run_toy
 
     land = get_landscape(args.landscape)
-    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
-    known = method_names()
-    unknown = [m for m in methods if m not in known]
-    if not methods or unknown:
-        raise UsageError(
-            f"unknown method(s) {', '.join(unknown) or '(none given)'}; known methods: "
-            f"{', '.join(known)}"
-        )
-    method_kwargs = method_args(args.method_arg, methods)
+    methods = resolve_method_names(args.methods)
+    method_kwargs = method_args(args.method_arg, methods, resolve_method)
     landscape_options = key_values(args.landscape_arg, "--landscape-arg")
     try:
         land.resolve_options(landscape_options)
@@ -253,8 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for usage errors)."""
+    """Run the command line; returns the exit code (2 for usage errors).
+
+    ``gradsurgery`` without arguments prints the help (to stdout) and returns 2: no command ran.
+    """
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):
+        parser.print_help()
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits on --help and on errors; report the code instead

@@ -24,9 +24,9 @@ models several times slower). A resumed run keeps the thread count of its first 
 with OpenMP and CUDA); ``jobs=1`` runs everything in this process. Every worker imports the
 ``imports`` modules first, so methods registered by user code are known there too.
 
-Method names are those of :func:`gradsurgery.method_names`; a name is also accepted with ``-``/``_``
-removed or added (``nashmtl`` for ``nash_mtl``); an unknown name raises ``KeyError`` listing the
-registered ones.
+Method names are resolved by the method registry (:func:`gradsurgery.methods.registry.resolve_method`:
+any case, its aliases such as ``nashmtl`` for ``nash_mtl``); an unknown name raises ``KeyError``
+with a "did you mean" and the registered names.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 DEFAULT_METHODS: tuple[str, ...] = (
-    "sum", "pcgrad", "mgda", "imtl", "cagrad", "nashmtl", "rlw", "uw", "famo",
+    "sum", "pcgrad", "mgda", "imtl", "cagrad", "nash_mtl", "rlw", "uw", "famo",
 )  # fmt: skip
 """The README's comparison (methods not registered in this installation are skipped)."""
 
@@ -107,33 +107,30 @@ class CompareOutcome:
         return [s for s in self.statuses if s["status"] == "failed"]
 
 
-def _normal(name: str) -> str:
-    return name.lower().replace("-", "").replace("_", "")
-
-
 def resolve_methods(names: Sequence[str], *, skip_unregistered: bool = False) -> list[str]:
     """Registered names for ``names`` (see the module docstring); duplicates removed."""
     from gradsurgery.methods import method_names
+    from gradsurgery.methods.registry import resolve_method, suggest_methods
 
-    known = method_names()
-    by_normal = {_normal(k): k for k in known}
     out: list[str] = []
     unknown: list[str] = []
     for raw in names:
-        name = raw.strip().lower()
-        if not name:
+        if not raw.strip():
             continue
-        hit = name if name in known else by_normal.get(_normal(name))
-        if hit is None:
-            unknown.append(raw)
-        elif hit not in out:
+        try:
+            hit = resolve_method(raw)
+        except KeyError:
+            unknown.append(raw.strip())
+            continue
+        if hit not in out:
             out.append(hit)
+    known = ", ".join(method_names())
     if unknown and not skip_unregistered:
-        raise KeyError(
-            f"unknown method(s) {', '.join(unknown)}; registered methods: {', '.join(known)}"
-        )
+        close = list(dict.fromkeys(s for u in unknown for s in suggest_methods(u)))
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise KeyError(f"unknown method(s) {', '.join(unknown)}{hint}; registered methods: {known}")
     if not out:
-        raise KeyError(f"no method to run; registered methods: {', '.join(known)}")
+        raise KeyError(f"no method to run; registered methods: {known}")
     return out
 
 

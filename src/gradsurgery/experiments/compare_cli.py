@@ -134,9 +134,9 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _resolve_method(name: str) -> str:
-    from gradsurgery.experiments.compare import resolve_methods
+    from gradsurgery.methods.registry import resolve_method
 
-    return resolve_methods([name])[0]
+    return resolve_method(name)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -171,8 +171,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except KeyError as e:
         raise UsageError(e.args[0]) from None
     if defaulted:
-        registered = {m.replace("_", "") for m in methods}
-        skipped = [m for m in DEFAULT_METHODS if m.replace("_", "") not in registered]
+        skipped = [m for m in DEFAULT_METHODS if m not in methods]
         if skipped:
             print(f"note: not registered here, skipped: {', '.join(skipped)}", file=sys.stderr)
     positive = {

@@ -166,7 +166,8 @@ def run_rl(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"gradsurgery rl: {e}", file=sys.stderr)
         return 1
-    from gradsurgery.methods import create_method, method_names
+    from gradsurgery.methods import create_method
+    from gradsurgery.methods.registry import resolve_method
     from gradsurgery.rl.runner import (
         ResumeError,
         RLRunConfig,
@@ -175,9 +176,10 @@ def run_rl(args: argparse.Namespace) -> int:
         train_rl,
     )
 
-    method = args.method.strip().lower()
-    if method not in method_names():
-        raise UsageError(f"unknown method {args.method!r}; known: {', '.join(method_names())}")
+    try:
+        method = resolve_method(args.method)  # aliases and "did you mean": the method registry's
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
     try:
         spec = resolve_suite(args.suite)
     except ValueError as e:

@@ -7,6 +7,7 @@ task names (:func:`resolve_suite`); slot ``i`` of a suite's vector env is task `
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,6 +99,11 @@ def resolve_suite(suite: str, tasks: Sequence[str] | None = None) -> SuiteSpec:
             raise ValueError(f"{upper} has a fixed task list; do not pass tasks with it")
         return SuiteSpec(upper, _suite_tasks(upper), "suite")
     head, sep, rest = text.partition(":")
+    if re.fullmatch(r"MT\d+", upper):
+        raise ValueError(
+            f"unknown suite {suite!r}; known suites: {', '.join(NAMED_SUITES)}, MT1:<task> "
+            "(e.g. MT1:reach-v3), or comma-separated task names"
+        )
     if head.upper() == "MT1":
         names = [rest] if sep else list(tasks or [])
         if len(names) != 1 or not names[0].strip():
