@@ -4,16 +4,24 @@
 
 * ``report.json`` — everything below, machine-readable;
 * ``report.csv`` — one row per (method, task, metric), plus rows ``task=""`` for ``delta_m%``,
-  ``time_per_step_ms``, ``peak_memory_mib``: ``n, mean, std, ci95_low, ci95_high``;
+  ``time_per_step_ms``, ``peak_memory_mib``: ``n, mean, std, ci95_low, ci95_high, ci_clipped,
+  median, q1, q3`` (the interval for the metrics and Δm%, the median and quartiles for time and
+  memory);
 * ``report.md`` — the table: one row per method, one column per reported task metric (the spec's
-  metrics, e.g. accuracy; fractions shown in %), then Δm%, time per step and peak memory. Each
+  metrics, e.g. accuracy; fractions shown in %), then Δm%, time per step and peak memory. A metric
   cell is ``mean ± std [95 % CI]`` over seeds, the interval ``mean ± t_{0.975, n−1} · std / √n``
-  (Student t, :mod:`.stats`); the best mean of each metric column is in bold. A diagnostics table
-  follows when the runs recorded tragic-triad statistics;
+  (Student t, :mod:`.stats`) cut to the metric's possible range (:func:`metric_range`: fractions
+  such as accuracy in [0, 1], shown as [0, 100] %; angles in [0, 180]; other lower-is-better
+  metrics, errors, ≥ 0), a cut interval marked † and counted in the notes. Time per step and peak
+  memory are skewed by a slow or loaded run and bounded below by 0: their cells are the ``median
+  [first quartile, third quartile]`` over seeds. Bold: the best mean of each metric column and of
+  Δm%, every row tied with it at the printed precision. A diagnostics table follows when the runs
+  recorded tragic-triad statistics;
 * ``learning_curves.png`` — per task, the first reported metric on the evaluation set against the
-  step: mean over seeds with a band of ± one standard deviation, one line per method (the
-  single-task baseline dashed); ``train_loss.png`` — the same for each task's training loss
-  (averaged over the steps between evaluations).
+  step: mean over seeds with a band of ± one standard deviation over seeds (cut to the metric's
+  range), one line per method (the single-task baseline dashed); ``train_loss.png`` — the same for
+  each task's training loss (averaged over the steps between evaluations). The legend names the
+  band.
 
 Δm% (:func:`gradsurgery.metrics.delta_m`, the "drop" convention of the CAGrad / Nash-MTL / FAMO
 tables: lower is better, averaged over all reported metrics). Reference: the single-task baselines
@@ -36,9 +44,9 @@ from gradsurgery.data import BenchmarkSpec, benchmark_spec
 from gradsurgery.experiments.runner import SINGLE_TASK, RunSpec, read_result
 from gradsurgery.metrics import delta_m
 from gradsurgery.runtime.checkpoint import atomic_write_json, atomic_write_text
-from gradsurgery.runtime.stats import MeanCI, mean_ci
+from gradsurgery.runtime.stats import MeanCI, clip_ci, mean_ci, median_iqr
 
-__all__ = ["collect", "summarize", "write_report"]
+__all__ = ["collect", "metric_range", "summarize", "write_report"]
 
 _PERCENT = {
     "accuracy",
@@ -49,6 +57,8 @@ _PERCENT = {
     "within_22.5",
     "within_30",
 }
+_ANGLES = {"mean_angle", "median_angle"}
+_BAND = "band: ±1 std over seeds"
 _DIAG_FIELDS = (
     "mean_fraction_conflicting",
     "fraction_steps_any_conflict",
@@ -81,9 +91,32 @@ def collect(out: Path, runs: Sequence[RunSpec]) -> dict[str, Any]:
     return {"methods": methods, "single": single, "missing": missing}
 
 
-def _ci(values: Sequence[float | None]) -> dict[str, Any] | None:
+Bounds = tuple[float | None, float | None]
+
+
+def metric_range(metric: str, higher_is_better: bool) -> Bounds:
+    """The values a metric can take, from its definition: the fractions (accuracy, error, mIoU,
+    pixel accuracy, the share of normals within an angle) in [0, 1]; the angular errors in
+    [0, 180] degrees; any other lower-is-better metric (an absolute or relative error, a loss)
+    ≥ 0; otherwise unbounded (None)."""
+    if metric in _PERCENT:
+        return 0.0, 1.0
+    if metric in _ANGLES:
+        return 0.0, 180.0
+    return (None, None) if higher_is_better else (0.0, None)
+
+
+def _ci(values: Sequence[float | None], bounds: Bounds = (None, None)) -> dict[str, Any] | None:
     xs = [v for v in values if v is not None and not math.isnan(v)]
-    return mean_ci(xs).to_dict() if xs else None
+    return clip_ci(mean_ci(xs), *bounds).to_dict() if xs else None
+
+
+def _spread(values: Sequence[float | None]) -> dict[str, Any] | None:
+    """Median and quartiles (and the mean) of a run measure over seeds."""
+    xs = [v for v in values if v is not None and not math.isnan(v)]
+    if not xs:
+        return None
+    return {**median_iqr(xs).to_dict(), "mean": math.fsum(xs) / len(xs)}
 
 
 def _mean_results(per_seed: Sequence[Results], spec: BenchmarkSpec) -> Results:
@@ -143,9 +176,10 @@ def summarize(collected: dict[str, Any], spec: BenchmarkSpec) -> dict[str, Any]:
         seeds = sorted(by_seed)
         entry: dict[str, Any] = {"seeds": seeds, "metrics": {}}
         for task, metric_dirs in directions.items():
-            for metric in metric_dirs:
+            for metric, higher in metric_dirs.items():
                 vals = [by_seed[s]["final_metrics"].get(task, {}).get(metric) for s in seeds]
-                entry["metrics"].setdefault(task, {})[metric] = _ci(vals)
+                bounds = metric_range(metric, higher)
+                entry["metrics"].setdefault(task, {})[metric] = _ci(vals, bounds)
         deltas: list[float | None] = []
         if reference is not None:
             for s in seeds:
@@ -154,8 +188,8 @@ def summarize(collected: dict[str, Any], spec: BenchmarkSpec) -> dict[str, Any]:
                 except (KeyError, ValueError):
                     deltas.append(None)
         entry["delta_m"] = _ci(deltas)
-        entry["time_per_step_ms"] = _ci([by_seed[s]["time_per_step_ms"] for s in seeds])
-        entry["peak_memory_mib"] = _ci([by_seed[s]["peak_memory_mib"] for s in seeds])
+        entry["time_per_step_ms"] = _spread([by_seed[s]["time_per_step_ms"] for s in seeds])
+        entry["peak_memory_mib"] = _spread([by_seed[s]["peak_memory_mib"] for s in seeds])
         entry["memory_measure"] = next(
             (by_seed[s].get("memory_measure") for s in seeds if by_seed[s].get("memory_measure")),
             "",
@@ -184,17 +218,34 @@ def _fmt_cell(ci: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) ->
     if ci["std"] is None:
         return f"{mean:.{digits}f} (n=1)"
     std, lo, hi = ci["std"] * scale, ci["low"] * scale, ci["high"] * scale
-    return f"{mean:.{digits}f} ± {std:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    mark = "†" if ci.get("clipped") else ""
+    return f"{mean:.{digits}f} ± {std:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{mark}"
+
+
+def _fmt_spread(m: dict[str, Any] | None, digits: int = 1) -> str:
+    """``median [q1, q3]`` of a run measure over seeds."""
+    if m is None:
+        return "–"
+    if m["n"] == 1:
+        return f"{m['median']:.{digits}f} (n=1)"
+    return f"{m['median']:.{digits}f} [{m['q1']:.{digits}f}, {m['q3']:.{digits}f}]"
 
 
 def _no_negative_zero(x: float, digits: int) -> float:
     return 0.0 if abs(x) < 0.5 * 10.0**-digits else x
 
 
-def _best(values: dict[str, float], higher: bool) -> str | None:
-    if not values:
-        return None
-    return (max if higher else min)(values, key=lambda k: values[k])
+def _best(values: dict[str, float], higher: bool, scale: float = 1.0, digits: int = 2) -> set[str]:
+    """The labels whose value is the best one at the printed precision (every tied one)."""
+    printed = {k: round(_no_negative_zero(v * scale, digits), digits) for k, v in values.items()}
+    if not printed:
+        return set()
+    top = (max if higher else min)(printed.values())
+    return {k for k, v in printed.items() if v == top}
+
+
+def _bold(cell: str, best: bool) -> str:
+    return f"**{cell}**" if best else cell
 
 
 def _markdown(summary: dict[str, Any], spec: BenchmarkSpec, meta: dict[str, Any]) -> str:
@@ -235,43 +286,47 @@ def _markdown(summary: dict[str, Any], spec: BenchmarkSpec, meta: dict[str, Any]
         arrow = "↑" if directions[task][metric] else "↓"
         header.append(f"{task} {metric}{unit} {arrow}")
     measure = next((r.get("memory_measure") for r in rows.values() if r.get("memory_measure")), "")
-    header += [delta_head, "ms/step (median)", f"peak MiB ({measure})" if measure else "peak MiB"]
+    header += [
+        delta_head,
+        "ms/step (median [IQR])",
+        f"peak MiB ({measure}; median [IQR])" if measure else "peak MiB (median [IQR])",
+    ]
 
-    best: dict[int, str | None] = {}
-    for j, (task, metric) in enumerate(columns):
-        means = {
-            label: r["metrics"][task][metric]["mean"]
+    best = [
+        _best(
+            {
+                label: r["metrics"][task][metric]["mean"]
+                for label, r in rows.items()
+                if label != SINGLE_TASK and r["metrics"].get(task, {}).get(metric)
+            },
+            directions[task][metric],
+            _scale(metric),
+        )
+        for task, metric in columns
+    ]
+    best_delta = _best(
+        {
+            label: r["delta_m"]["mean"]
             for label, r in rows.items()
-            if label != SINGLE_TASK and r["metrics"].get(task, {}).get(metric)
-        }
-        best[j] = _best(means, directions[task][metric])
-    delta_means = {
-        label: r["delta_m"]["mean"]
-        for label, r in rows.items()
-        if label != SINGLE_TASK and r["delta_m"]
-    }
-    best_delta = _best(delta_means, higher=False)
+            if label != SINGLE_TASK and r["delta_m"]
+        },
+        higher=False,
+    )
 
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    clipped = 0
     for label, r in rows.items():
         cells = [f"{label} (n={len(r['seeds'])})"]
         for j, (task, metric) in enumerate(columns):
-            cell = _fmt_cell(r["metrics"].get(task, {}).get(metric), _scale(metric))
-            cells.append(f"**{cell}**" if best[j] == label else cell)
-        d = _fmt_cell(r["delta_m"])
-        cells.append(f"**{d}**" if best_delta == label else d)
-        cells.append(_fmt_cell(r["time_per_step_ms"], digits=1))
-        cells.append(_fmt_cell(r["peak_memory_mib"], digits=1))
+            ci = r["metrics"].get(task, {}).get(metric)
+            clipped += bool(ci and ci.get("clipped"))
+            cells.append(_bold(_fmt_cell(ci, _scale(metric)), label in best[j]))
+        cells.append(_bold(_fmt_cell(r["delta_m"]), label in best_delta))
+        cells.append(_fmt_spread(r["time_per_step_ms"]))
+        cells.append(_fmt_spread(r["peak_memory_mib"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Cells: mean ± standard deviation over seeds [95 % confidence interval of the mean, "
-        "Student t with n − 1 degrees of freedom]; final evaluation of each run on the "
-        f"{meta.get('eval_split', 'evaluation')} split. Bold: best mean per column (single-task row excluded). "
-        "Δm%: average relative drop over all reported metrics (lower is better; negative = "
-        "better than the reference), computed per seed against the reference's mean over seeds.",
-    ]
+    lines += ["", _notes(meta, clipped)]
     if ref == SINGLE_TASK:
         lines.append(
             "Single-task row: one model per task trained alone with the same budget; its time per "
@@ -307,25 +362,41 @@ def _markdown(summary: dict[str, Any], spec: BenchmarkSpec, meta: dict[str, Any]
     return "\n".join(lines)
 
 
+def _notes(meta: dict[str, Any], clipped: int) -> str:
+    text = (
+        "Cells: mean ± standard deviation over seeds [95 % confidence interval of the mean, "
+        "Student t with n − 1 degrees of freedom]; final evaluation of each run on the "
+        f"{meta.get('eval_split', 'evaluation')} split. "
+    )
+    if clipped:
+        text += (
+            f"† ({clipped} cell{'s' if clipped > 1 else ''}): the interval is cut to the metric's "
+            "possible range (accuracies and other fractions in [0, 100] %, angles in [0, 180]°, "
+            "errors ≥ 0); the t-interval itself left it. "
+        )
+    return text + (
+        "Bold: best mean per column, every row tied with it at the printed precision "
+        "(single-task row excluded). "
+        "Δm%: average relative drop over all reported metrics (lower is better; negative = "
+        "better than the reference), computed per seed against the reference's mean over seeds. "
+        "ms/step (each run's median step time) and peak MiB: median [first quartile, third "
+        "quartile] over seeds."
+    )
+
+
 def _csv(summary: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "task", "metric", "n", "mean", "std", "ci95_low", "ci95_high"])
+    keys = ("std", "low", "high", "clipped", "median", "q1", "q3")
+    head = ("method", "task", "metric", "n", "mean", "std", "ci95_low", "ci95_high")
+    w.writerow([*head, "ci_clipped", "median", "q1", "q3"])
 
     def row(label: str, task: str, metric: str, ci: dict[str, Any] | None) -> None:
         if ci is None:
-            w.writerow([label, task, metric, 0, "", "", "", ""])
+            w.writerow([label, task, metric, 0] + [""] * (len(keys) + 1))
             return
-        w.writerow(
-            [
-                label,
-                task,
-                metric,
-                ci["n"],
-                ci["mean"],
-                *(("" if ci[k] is None else ci[k]) for k in ("std", "low", "high")),
-            ]
-        )
+        cells = ["" if ci.get(k) is None else ci[k] for k in keys]
+        w.writerow([label, task, metric, ci["n"], ci["mean"], *cells])
 
     for label, r in summary["rows"].items():
         for task, metrics in r["metrics"].items():
@@ -380,9 +451,21 @@ def _curves(collected: dict[str, Any], spec: BenchmarkSpec, kind: str) -> dict[s
     return curves
 
 
+def _band_range(spec: BenchmarkSpec, task: str, kind: str) -> tuple[float | None, float | None]:
+    """Where a band may lie: the metric's range in the plotted unit, a loss above 0."""
+    if kind != "metric":
+        return 1e-12, None  # log axis
+    m = spec.task(task).metrics[0]
+    lo, hi = metric_range(m.name, m.higher_is_better)
+    scale = _scale(m.name)
+    return (None if lo is None else lo * scale), (None if hi is None else hi * scale)
+
+
 def _plot(collected: dict[str, Any], spec: BenchmarkSpec, kind: str, path: Path) -> Path | None:
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     curves = _curves(collected, spec, kind)
     if not curves:
@@ -400,30 +483,36 @@ def _plot(collected: dict[str, Any], spec: BenchmarkSpec, kind: str, path: Path)
     for k, task in enumerate(spec.task_names):
         ax = axes[k // ncols][k % ncols]
         metric = spec.task(task).metrics[0].name
+        lo, hi = _band_range(spec, task, kind)
         for label in labels:
             if task not in curves[label]:
                 continue
             steps, mean, std = curves[label][task]
+            band_lo, band_hi = mean - std, mean + std
+            if lo is not None or hi is not None:
+                band_lo, band_hi = np.clip(band_lo, lo, hi), np.clip(band_hi, lo, hi)
             style = (
                 {"color": "black", "linestyle": "--"}
                 if label == SINGLE_TASK
                 else {"color": colors[label]}
             )
             ax.plot(steps, mean, label=label, linewidth=1.2, **style)
-            ax.fill_between(
-                steps, mean - std, mean + std, alpha=0.15, color=style["color"], linewidth=0
-            )
+            ax.fill_between(steps, band_lo, band_hi, alpha=0.15, color=style["color"], linewidth=0)
         unit = " (%)" if kind == "metric" and _scale(metric) == 100.0 else ""
+        ylabel = f"eval {metric}{unit}" if kind == "metric" else "train loss (log scale)"
         ax.set_title(
             f"{task}: {metric}{unit}" if kind == "metric" else f"{task}: train loss", fontsize=9
         )
         ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         if kind == "loss":
             ax.set_yscale("log")
     for k in range(m, nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     handles, names = axes[0][0].get_legend_handles_labels()
+    handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
+    names.append(_BAND)
     fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     fig.legend(
         handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8, frameon=False
