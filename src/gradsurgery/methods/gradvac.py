@@ -28,9 +28,12 @@ Choices the paper leaves open, and ours:
 * Which similarity enters the EMA: the one measured just before the correction, ``cos(g_i', g_j)``
   with ``g_i'`` as modified by the partners before ``j`` (the paper's Algorithm 1, LibMTL and
   torchjd alike). The paper updates the EMA for every visited pair (``ema_update="every_pair"``,
-  the default, as torchjd); LibMTL and SamsungLabs/MTL update it only when a correction was applied
-  (``ema_update="on_correction"``), which keeps ``φ̂`` from rising while similarities stay above
-  it.
+  the default). ``ema_update="on_correction"`` updates it only when a correction was applied,
+  which keeps ``φ̂`` from rising while similarities stay above it: that is what the version of
+  LibMTL's ``LibMTL/weighting/GradVac.py`` we read (commit 13f5fc7, via code search) does — the EMA
+  assignment sits inside ``if rho_ijk < rho_T`` — and SamsungLabs/MTL's port of it; newer LibMTL is
+  reported to update every pair, which we have not seen. The default matches torchjd's
+  ``GradVacWeighting`` over ten steps (tests/methods/test_gradvac.py, when torchjd is installed).
 * ``β`` defaults to 0.01, the paper's value; LibMTL and torchjd default to 0.5.
 * Granularity: one ``φ̂_ij`` for the whole shared model (the paper also runs it per layer or per
   parameter group; that needs the per-block Gramians, which a Gramian method is not given). On a
@@ -98,7 +101,7 @@ def gradvac_coefficients(
         orders: ``(m, m-1)`` long tensor; row ``i`` lists the tasks ``j ≠ i`` in visiting order.
         targets: ``(m, m)`` EMA targets ``φ̂_ij`` of the present tasks (not modified).
         beta: EMA rate.
-        ema_update: ``"every_pair"`` (paper) or ``"on_correction"`` (LibMTL).
+        ema_update: ``"every_pair"`` (paper, torchjd) or ``"on_correction"`` (LibMTL at 13f5fc7).
 
     Returns:
         ``(C, new_targets)``: ``g_i' = Σ_k C_ik g_k``, and the updated targets.
@@ -209,7 +212,7 @@ class GradVac(HostSolver, TaskStateMixin, GramianWeighting):
 
     Args:
         beta: EMA rate of the targets (paper: 0.01).
-        ema_update: ``"every_pair"`` (paper, torchjd) or ``"on_correction"`` (LibMTL).
+        ema_update: ``"every_pair"`` (paper, torchjd) or ``"on_correction"`` (LibMTL at 13f5fc7).
         num_tasks: the number of tasks ``M`` (None: taken from the first step).
         seed: seed of the generators that draw the random orders (None: from torch's RNG).
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see above).

@@ -44,9 +44,18 @@ The CCP is not always at the Nash point. When every constraint is active at the 
 that problem, the solution is the Nash point (``m`` equations ``α_i β_i = 1`` in ``m``
 unknowns), and the procedure converges in two or three steps. With strongly conflicting tasks
 (negative entries in ``K 1``) the problem's solution can leave constraints slack —
-``α_i (K α)_i > 1`` for some tasks — and the procedure converges there instead. The official code does the same: on such
-Gramians our CCP returns the official implementation's weights (the tests compare with torchjd's
-port of it, which uses cvxpy/ECOS), not the Nash point.
+``α_i (K α)_i > 1`` for some tasks — and the procedure converges there instead, not at the Nash
+point (tested: with norms 1 to 100 and ``K 1`` not positive, the CCP and ``solver="direct"``
+differ and only the latter has ``K α = 1/α``).
+
+Against the official code (the tests run torchjd's port of it, cvxpy/ECOS, from its start
+``α = 1``, which is usable only where ``K 1 > 0``): with mildly spread norms (factors of about 3)
+ours and theirs agree to 1e-5; with spread norms (1, 10, 100) they do not: ours ends at the Nash
+point and theirs short of it (``α_i (Kα)_i`` off 1 by ~1e-3: the official ``_stop_criteria``
+ends at ``‖K̂α − 1/α‖ < 1e-3``, as read in the ``NashMTL`` class of ``weight_methods.py`` copies
+found with code search; its ``optim_niter=20``, ``max_norm=1.0`` and start from ones likewise). So the CCP is *not* a drop-in for
+the official weights in general, and neither is the Nash point; on Gramians where the official
+linearisation at ``α = 1`` is undefined we have no comparison.
 
 ``solver="direct"``: the Nash point itself. ``K α = 1/α`` is the stationarity condition of the
 strictly convex ``F(α) = ½ αᵀKα − Σ_i log α_i``, which has a minimiser exactly when the Nash point
