@@ -22,7 +22,18 @@ fewer threads than cores avoids OpenMP threads spinning against each other, whic
 models several times slower). A resumed run keeps the thread count of its first session (see
 :func:`~gradsurgery.experiments.runner.execute_run`). Workers are started with ``spawn`` (safe
 with OpenMP and CUDA); ``jobs=1`` runs everything in this process. Every worker imports the
-``imports`` modules first, so methods registered by user code are known there too.
+``imports`` modules first, so methods registered by user code are known there too. Workers die
+with this process (``kill -9`` included): on Linux through ``prctl(PR_SET_PDEATHSIG)``, elsewhere
+(and as a second guard) a thread that exits the worker once its parent has gone; they ignore
+Ctrl-C, which this process handles by stopping them (the runs continue on the next run of the
+command).
+
+One process at a time: ``out`` is locked (``out/.lock``, :class:`~gradsurgery.runtime.lock.
+DirectoryLock`) for the comparison's lifetime, and each run directory while a process trains it; a
+second comparison in the same ``out`` is refused with a message naming the first one's PID.
+
+Data: the benchmark's splits are loaded once before any run starts, so missing or malformed data
+(a wrong ``data_root``) raises the loader's error (:class:`DataError`) before anything is written.
 
 Method names are resolved by the method registry (:func:`gradsurgery.methods.registry.resolve_method`:
 any case, its aliases such as ``nashmtl`` for ``nash_mtl``); an unknown name raises ``KeyError``
@@ -32,12 +43,15 @@ with a "did you mean" and the registered names.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import importlib
 import json
 import multiprocessing
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,14 +61,16 @@ from typing import Any
 import torch
 
 from gradsurgery.experiments.benchmarks import benchmark_setup, resolve_benchmark
-from gradsurgery.experiments.runner import RunSpec, execute_run
+from gradsurgery.experiments.runner import RunSpec, check_data, execute_run
 from gradsurgery.runtime.checkpoint import atomic_write_json
+from gradsurgery.runtime.lock import DirectoryLock
 from gradsurgery.runtime.runlog import cpu_count
 
 __all__ = [
     "DEFAULT_METHODS",
     "CompareConfig",
     "CompareOutcome",
+    "DataError",
     "plan_runs",
     "resolve_methods",
     "run_comparison",
@@ -64,6 +80,10 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "sum", "pcgrad", "mgda", "imtl", "cagrad", "nash_mtl", "rlw", "uw", "famo",
 )  # fmt: skip
 """The README's comparison (methods not registered in this installation are skipped)."""
+
+
+class DataError(ValueError):
+    """The benchmark's data cannot be loaded (missing or malformed files under ``data_root``)."""
 
 
 @dataclass
@@ -199,7 +219,32 @@ def check_existing(out: Path, runs: Sequence[RunSpec]) -> None:
         )
 
 
-def _worker_init(threads: int, imports: Sequence[str]) -> None:
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """End this process as soon as ``parent`` is gone (see the module docstring)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc to load: the watchdog below still works
+            pass
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gradsurgery-parent-watch", daemon=True).start()
+
+
+def _worker_init(threads: int, imports: Sequence[str], parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the workers
     torch.set_num_threads(threads)
     import_plugins(imports)
 
@@ -222,6 +267,8 @@ def _summary_line(status: dict[str, Any]) -> str:
             scores.append(f"{task} {first[1]:.4f}")
     shown = ", ".join(scores[:4]) + (" ..." if len(scores) > 4 else "")
     verb = "already done" if status["status"] == "skipped" else f"{status['seconds']:.1f} s"
+    if status.get("resumed_from_step") is not None:
+        verb += f", resumed from step {status['resumed_from_step']}"
     return f"{head}: {shown} ({res['time_per_step_ms']:.1f} ms/step; {verb})"
 
 
@@ -233,9 +280,13 @@ def _load_average() -> list[float] | None:
 
 
 def run_comparison(cfg: CompareConfig) -> CompareOutcome:
-    """Run (or finish) every run of the comparison, then write the report."""
-    from gradsurgery.experiments.report import write_report
+    """Run (or finish) every run of the comparison, then write the report.
 
+    Raises:
+        KeyError, ValueError: unknown method or model, other settings in ``out``.
+        DataError: the benchmark's data cannot be loaded (nothing is written).
+        DirectoryLockedError: another process is running a comparison in ``out``.
+    """
     start = time.perf_counter()
     import_plugins(cfg.imports)
     setup = benchmark_setup(cfg.benchmark)
@@ -249,14 +300,25 @@ def run_comparison(cfg: CompareConfig) -> CompareOutcome:
     runs = plan_runs(cfg, methods)
     out = Path(cfg.out)
     check_existing(out, runs)
-    out.mkdir(parents=True, exist_ok=True)
-
     cores = cpu_count()
     jobs = max(1, min(cfg.jobs or cores, len(runs)))
     threads = cfg.threads if cfg.threads is not None else max(1, cores // jobs)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
-    meta: dict[str, Any] = {
+    try:  # once, before any run: kept for the runs of this process when they run here
+        check_data(setup.name, cfg.data_root, keep=jobs == 1)
+    except Exception as e:
+        where = f" from {cfg.data_root}" if cfg.data_root is not None else ""
+        raise DataError(f"cannot load {setup.name}{where}: {e}") from e
+    with DirectoryLock(out, what="compare"):
+        meta = _meta(cfg, setup, methods, jobs, threads, cores)
+        return _run_locked(cfg, runs, out, meta, start)
+
+
+def _meta(
+    cfg: CompareConfig, setup: Any, methods: list[str], jobs: int, threads: int, cores: int
+) -> dict[str, Any]:
+    return {
         "benchmark": setup.name,
         "model": cfg.model or setup.default_model,
         "eval_split": setup.eval_split,
@@ -279,10 +341,18 @@ def run_comparison(cfg: CompareConfig) -> CompareOutcome:
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
+
+
+def _run_locked(
+    cfg: CompareConfig, runs: list[RunSpec], out: Path, meta: dict[str, Any], start: float
+) -> CompareOutcome:
+    from gradsurgery.experiments.report import write_report
+
+    jobs, threads = meta["jobs"], meta["threads_per_job"]
     atomic_write_json(out / "compare.json", {**meta, "status": "running"})
     log = print if cfg.verbose else (lambda *a, **k: None)
     log(
-        f"{setup.name}: {len(methods)} method(s) × {len(cfg.seeds)} seed(s)"
+        f"{meta['benchmark']}: {len(meta['methods'])} method(s) × {len(cfg.seeds)} seed(s)"
         f"{' + single-task baselines' if cfg.single_task_baselines else ''} = {len(runs)} runs; "
         f"{jobs} job(s) × {threads} thread(s); out {out}"
     )
@@ -295,28 +365,15 @@ def run_comparison(cfg: CompareConfig) -> CompareOutcome:
         log(f"[{len(statuses)}/{total}] {_summary_line(status)}", flush=True)
 
     dirs = [str(out / "runs" / r.relative_dir()) for r in runs]
-    if jobs == 1:
-        for run, d in zip(runs, dirs, strict=True):
-            note(execute_run(run, d, threads=threads, progress=cfg.progress))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=ctx,
-            initializer=_worker_init,
-            initargs=(threads, tuple(cfg.imports)),
-        ) as pool:
-            futures = {
-                pool.submit(_worker_run, run.to_dict(), d, threads): run
-                for run, d in zip(runs, dirs, strict=True)
-            }
-            for fut in cf.as_completed(futures):
-                run = futures[fut]
-                try:
-                    note(fut.result())
-                except Exception as e:  # a worker died (killed, out of memory)
-                    error = f"{type(e).__name__}: {e}"
-                    note({"run": run.to_dict(), "status": "failed", "error": error, "seconds": 0.0})
+    try:
+        if jobs == 1:
+            for run, d in zip(runs, dirs, strict=True):
+                note(execute_run(run, d, threads=threads, progress=cfg.progress))
+        else:
+            _run_parallel(cfg, runs, dirs, jobs, threads, note)
+    except KeyboardInterrupt:
+        atomic_write_json(out / "compare.json", {**meta, "status": "interrupted"})
+        raise
 
     wall = time.perf_counter() - start
     meta.update(
@@ -331,3 +388,46 @@ def run_comparison(cfg: CompareConfig) -> CompareOutcome:
     report = write_report(out, runs, meta)
     log(f"wrote {', '.join(str(p) for p in report.values())} ({wall:.1f} s)")
     return CompareOutcome(statuses, report, wall)
+
+
+def _run_parallel(
+    cfg: CompareConfig,
+    runs: list[RunSpec],
+    dirs: list[str],
+    jobs: int,
+    threads: int,
+    note: Any,
+) -> None:
+    """The runs in ``jobs`` worker processes; on an exception (Ctrl-C) the workers are stopped."""
+    pool = cf.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads, tuple(cfg.imports), os.getpid()),
+    )
+    try:
+        futures = {
+            pool.submit(_worker_run, run.to_dict(), d, threads): run
+            for run, d in zip(runs, dirs, strict=True)
+        }
+        for fut in cf.as_completed(futures):
+            run = futures[fut]
+            try:
+                note(fut.result())
+            except Exception as e:  # a worker died (killed, out of memory)
+                error = f"{type(e).__name__}: {e}"
+                note({"run": run.to_dict(), "status": "failed", "error": error, "seconds": 0.0})
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Terminate the pool's workers now (checkpoints are written atomically: nothing is torn)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)

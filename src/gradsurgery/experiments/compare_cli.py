@@ -10,8 +10,13 @@ Examples::
     gradsurgery compare --benchmark digit-attributes --diagnostics --jobs 2
 
 Running the same command again resumes: finished runs are kept, unfinished ones continue from their
-last checkpoint. Exit status: 0 when every run finished, 1 when some failed (the report covers the
-others), 2 for usage errors (unknown method or benchmark, bad option).
+last checkpoint (each such run's line says "resumed from step N"). Ctrl-C stops every run (the
+message says so) with exit status 130; rerun the same command to continue. Exit status: 0 when every
+run finished, 1 when some failed (the report covers the others), 2 for usage errors (unknown method
+or benchmark, bad option), for data that cannot be loaded (checked once before any run starts;
+nothing is written), and when another ``compare`` is running in the same ``--out`` (its PID named).
+A run whose checkpoints are all unreadable fails with a message naming them, on every rerun, until
+its directory is deleted: it is never silently started over.
 
 Wiring: :data:`COMMAND` is a :class:`gradsurgery.cli.Command` (register the module path
 ``"gradsurgery.experiments.compare_cli"`` in ``gradsurgery.cli.COMMANDS``), or call
@@ -207,10 +212,17 @@ def run_compare(args: argparse.Namespace) -> int:
         imports=tuple(args.imports),
         progress=False if args.no_progress else None,
     )
+    from gradsurgery.runtime.lock import DirectoryLockedError
+
     try:
         outcome = run_comparison(config)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError) as e:  # DataError included
         raise UsageError(str(e.args[0]) if e.args else str(e)) from None
+    except DirectoryLockedError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to continue", flush=True)
+        return 130
     markdown = Path(outcome.report["markdown"])
     table = [line for line in markdown.read_text().splitlines() if line.startswith("|")]
     print("\n".join(["", *table, ""]))

@@ -9,6 +9,9 @@ does that inside a run directory so that the run can be skipped when done and re
     <run dir>/train.jsonl    per-step and per-evaluation log (triad.jsonl with diagnostics)
     <run dir>/result.json    written atomically when the run has finished: the "done" marker
     <run dir>/error.txt      the traceback of the last failed session (removed on success)
+    <run dir>/.lock          locked while a process trains the run (a second one is refused)
+
+A session that continues a checkpoint says so: its status has ``resumed_from_step``.
 
 A single-task baseline (``task`` set) trains one model on that task alone (its own data only, for
 task-partitioned benchmarks) with unitary scalarization.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,11 +41,13 @@ from gradsurgery.experiments.benchmarks import (
 from gradsurgery.experiments.data import restrict_tasks
 from gradsurgery.experiments.trainer import TrainConfig, Trainer, TrainResult
 from gradsurgery.runtime.checkpoint import atomic_write_json, atomic_write_text
+from gradsurgery.runtime.lock import DirectoryLock, DirectoryLockedError
 from gradsurgery.runtime.seeding import seed_everything
 
 __all__ = [
     "SINGLE_TASK",
     "RunSpec",
+    "check_data",
     "execute_run",
     "read_result",
     "train_benchmark",
@@ -110,6 +116,17 @@ def _datasets(spec: RunSpec) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     return _DATA_CACHE[key]
 
 
+def check_data(benchmark: str, data_root: str | None, *, keep: bool = True) -> None:
+    """Load the benchmark's splits once (kept for this process's runs when ``keep``), so that
+    missing or malformed data fails before any run starts; raises the loader's error."""
+    key = (benchmark, data_root)
+    if key in _DATA_CACHE:
+        return
+    splits = load_splits(benchmark_setup(benchmark), data_root)
+    if keep:
+        _DATA_CACHE[key] = splits
+
+
 def train_config(spec: RunSpec) -> TrainConfig:
     """The :class:`TrainConfig` of a run: the benchmark's budget with the spec's overrides."""
     setup = benchmark_setup(spec.benchmark)
@@ -146,6 +163,17 @@ def train_benchmark(
     callbacks: Sequence[Callable[[Trainer, int], None]] = (),
 ) -> TrainResult:
     """Train one run (resuming from ``out_dir``'s checkpoint when there is one)."""
+    return build_trainer(spec, out_dir, progress=progress, callbacks=callbacks).fit()
+
+
+def build_trainer(
+    spec: RunSpec,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool | None = False,
+    callbacks: Sequence[Callable[[Trainer, int], None]] = (),
+) -> Trainer:
+    """The :class:`Trainer` of one run, not started (:func:`train_benchmark` fits it)."""
     setup = benchmark_setup(spec.benchmark)
     train, test = _datasets(spec)
     if spec.task is not None:
@@ -157,8 +185,7 @@ def train_benchmark(
     config.progress = progress
     seed_everything(spec.seed)
     model = build_model(setup, train.spec, spec.model)
-    trainer = Trainer(model, train, test, config, out_dir, callbacks=callbacks)
-    return trainer.fit()
+    return Trainer(model, train, test, config, out_dir, callbacks=callbacks)
 
 
 def _prune_checkpoints(directory: Path) -> None:
@@ -197,7 +224,28 @@ def execute_run(
     done = read_result(run_dir)
     if done is not None:
         return {**status, "status": "skipped", "result": done, "seconds": 0.0}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(run_dir, what="run")
+    try:
+        lock.acquire()
+    except DirectoryLockedError as e:
+        return {**status, "status": "failed", "error": str(e), "seconds": 0.0}
+    try:
+        return _execute_locked(spec, run_dir, status, start, threads, progress)
+    finally:
+        lock.release()
+
+
+def _execute_locked(
+    spec: RunSpec,
+    run_dir: Path,
+    status: dict[str, Any],
+    start: float,
+    threads: int | None,
+    progress: bool | None,
+) -> dict[str, Any]:
+    done = read_result(run_dir)  # again: finished by another process before the lock was ours
+    if done is not None:
+        return {**status, "status": "skipped", "result": done, "seconds": 0.0}
     meta_path = run_dir / "run.json"
     meta: dict[str, Any] = {}
     if meta_path.exists():
@@ -208,8 +256,10 @@ def execute_run(
         meta = {"spec": spec.identity(), "threads": recorded}
         atomic_write_json(meta_path, meta)
     torch.set_num_threads(int(recorded))
+    trainer: Trainer | None = None
     try:
-        result = train_benchmark(spec, run_dir, progress=progress)
+        trainer = build_trainer(spec, run_dir, progress=progress)
+        result = trainer.fit()
     except Exception as e:
         atomic_write_text(run_dir / "error.txt", traceback.format_exc())
         return {
@@ -228,4 +278,12 @@ def execute_run(
     atomic_write_json(run_dir / "result.json", payload)
     (run_dir / "error.txt").unlink(missing_ok=True)
     _prune_checkpoints(run_dir / "checkpoints")
+    resumed = _checkpoint_step(trainer.resumed_from)
+    if resumed is not None:
+        status["resumed_from_step"] = resumed
     return {**status, "status": "done", "result": payload, "seconds": time.perf_counter() - start}
+
+
+def _checkpoint_step(path: Path | None) -> int | None:
+    match = re.match(r"step-(\d+)\.ckpt$", path.name) if path is not None else None
+    return int(match.group(1)) if match else None
