@@ -488,13 +488,23 @@ def test_a_stacked_vector_costs_what_a_list_does():
     torch.testing.assert_close(res_some.gramian, res_list.gramian[[0, 2]][:, [0, 2]])
 
 
-def test_stacked_constant_loss_has_zero_gradient():
+def test_a_detached_loss_raises_naming_the_task_unless_left_out():
+    """A constant (detached) task loss is refused, naming the task, in a stack, a list or a
+    mapping; left out with present= it is ignored."""
     from gradsurgery.diagnostics import TriadMonitor
 
     w = nn.Parameter(torch.tensor([1.0, 2.0]))
+    for method in ("sum", "pcgrad"):
+        mtl = MultiTaskBackward([w], method, shared=[w], task_names=["a", "b"])
+        live, const = (w**2).sum(), torch.tensor(3.0)
+        for losses in (torch.stack([live, const]), [live, const], {"b": const, "a": live}):
+            with pytest.raises(ValueError, match=r"task 'b' \(index 1\): the loss does not"):
+                mtl.backward(losses)
     mtl = MultiTaskBackward([w], "sum", shared=[w], monitor=TriadMonitor())
-    res = mtl.backward(torch.stack([(w**2).sum(), torch.tensor(3.0)]))
-    torch.testing.assert_close(res.gramian, torch.tensor([[20.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="task 1: the loss does not require grad"):
+        mtl.backward([(w**2).sum(), (w**2).sum().detach()])
+    res = mtl.backward(torch.stack([(w**2).sum(), torch.tensor(3.0)]), present=[True, False])
+    torch.testing.assert_close(res.gramian, torch.tensor([[20.0]]))
     torch.testing.assert_close(w.grad, torch.tensor([2.0, 4.0]))
 
 

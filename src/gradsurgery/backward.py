@@ -22,15 +22,55 @@ Task-partitioned batch (each sample belongs to one task), about one backward pas
 
 Which parameters are shared: pass ``shared=`` (a module or parameters); the others in ``params`` are
 task-specific. A model with a ``shared_parameters()`` method (every model in
-:mod:`gradsurgery.models`) declares it itself. Otherwise the first step with at least two tasks decides: a parameter that receives
-a nonzero gradient from two or more tasks is shared (with ``representation=``: a parameter upstream
-of the representation is shared).
+:mod:`gradsurgery.models`) declares it itself. Otherwise the first step with at least two tasks
+decides: a parameter that receives a nonzero gradient from two or more tasks is shared, from
+exactly one task task-specific (with ``representation=``: a parameter upstream of the
+representation is shared). The rules after that:
+
+* A declared split is checked once against the first gradient step: a parameter declared
+  task-specific that several tasks give a gradient on the same entries (a positional embedding
+  outside ``shared=model.trunk``) is warned about, once, by name; it gets the plain sum of the
+  tasks' gradients. (Rows of a packed ``heads[task]`` tensor, one task each, are not.)
+* An inferred parameter that no task reached with a nonzero gradient (a zero-initialised LoRA or
+  ReZero adapter) is task-specific for now and looked at again on the next steps (one host read
+  each, at most 10 steps): it becomes shared once two tasks reach it.
+* The trainable set is followed: when a parameter's ``requires_grad`` flips or a parameter is
+  added to the module, the split is applied again (declared) or inferred again (inferred), so a
+  parameter unfrozen after construction gets its ``.grad``.
+
+Distributed data parallelism. Gradient methods (``requires`` ``"gramian"``/``"jacobian"``, and
+``monitor=``) compute per-task gradients with ``torch.autograd.grad``, which bypasses
+``DistributedDataParallel``'s all-reduce: they raise
+:class:`~gradsurgery.errors.DistributedUnsupportedError` under a DDP-wrapped model or a process
+group of more than one process. Loss-weighting methods (``"sum"``, ``"uw"``, ``"dwa"``, ...) make
+one ``backward`` of ``Σ_i w_i L_i``, which DDP reduces as usual (each process weights its own
+shard's losses).
+
+Checkpoints. A method's own parameters (uncertainty weighting's log-variances) are in
+:meth:`MultiTaskBackward.parameters` (give them to the optimizer) and move with
+:meth:`MultiTaskBackward.to`; :meth:`MultiTaskBackward.state_dict` carries them with the
+method's buffers and random streams, the step and the split::
+
+    optimizer = torch.optim.Adam([*model.parameters(), *mtl.parameters()])
+    torch.save({"model": model.state_dict(), "mtl": mtl.state_dict(),
+                "optimizer": optimizer.state_dict()}, path)
+    ...
+    ckpt = torch.load(path)
+    model.load_state_dict(ckpt["model"]); mtl.load_state_dict(ckpt["mtl"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+
+(Under Lightning: save ``mtl.state_dict()`` in ``on_save_checkpoint`` and load it in
+``on_load_checkpoint``.) Random methods (PCGrad's order, RLW, GradDrop) draw from their own
+generators, seeded by ``seed=`` or else by ``torch.initial_seed()``: they never draw from, or
+change, torch's global random stream.
 
 Errors. A NaN or infinite loss, or gradient, raises :class:`~gradsurgery.errors.NonFiniteError`
 naming the task and leaves ``.grad`` untouched. That check costs one host synchronisation per
 step; ``check_finite="lazy"`` reads its result one step later instead (no synchronisation; the
 error then comes one step late, see :mod:`gradsurgery.finite`), and ``check_finite=False`` turns it
-off: do that under a float16 ``GradScaler``, which must see the infs to skip the step.
+off: do that under a float16 ``GradScaler``, which must see the infs to skip the step (the
+error's message says so). Losses may be a mapping ``{name: loss}``: the names become the task
+names; every error about a task's loss names the task.
 
 Host synchronisations. With a task-balanced or task-sorted batch whose counts the caller knows
 (``layout=TaskBatch.balanced(m, n)``), a loss-weighting step and the gradient engines issue none
@@ -40,8 +80,9 @@ it on the host once per step (their docstrings say so).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +90,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsurgery.engines.graph import reachable_leaves
-from gradsurgery.engines.per_task_gradients import PerTaskGradients
+from gradsurgery.engines.per_task_gradients import PerTaskGradients, SplitGradients
 from gradsurgery.engines.representation import RepresentationJacobian
 from gradsurgery.engines.shared_input import SharedInputJacobian
 from gradsurgery.engines.task_partitioned import (
@@ -59,7 +100,7 @@ from gradsurgery.engines.task_partitioned import (
     check_per_sample,
     function_key,
 )
-from gradsurgery.errors import LossShapeError
+from gradsurgery.errors import DistributedUnsupportedError, DoubleBackwardError, LossShapeError
 from gradsurgery.finite import CheckFinite, FiniteCheck
 from gradsurgery.jacobian import TaskJacobian
 from gradsurgery.methods.base import Aggregation, Method, TaskStep
@@ -71,6 +112,11 @@ if TYPE_CHECKING:
 __all__ = ["MultiTaskBackward", "StepResult"]
 
 ParamsLike = nn.Module | Iterable[Tensor]
+Losses = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
+
+#: steps over which a parameter that no task's gradient has reached yet (a zero-initialised
+#: adapter) is looked at again before it is left task-specific
+_UNDECIDED_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -146,20 +192,29 @@ class MultiTaskBackward:
         **method_kwargs: Any,
     ) -> None:
         self.module = params if isinstance(params, nn.Module) else None
-        self.params = _unique_trainable(params)
+        # kept whole (frozen tensors too) so that a change of the trainable set is seen
+        self._param_source: nn.Module | list[Tensor] = (
+            params if isinstance(params, nn.Module) else list(params)
+        )
+        self.params = _unique_trainable(self._param_source)
         if not self.params:
             raise ValueError("no trainable parameters were given")
+        self._param_ids = [id(p) for p in self.params]
         self.method = create_method(method, **method_kwargs)
         self._shared: list[bool] | None = None
         declared = getattr(params, "shared_parameters", None)
         if shared is None and callable(declared):
             shared = list(declared())  # a model that declares its own split
+        self._shared_source: nn.Module | list[Tensor] | None = None
         if shared is not None:
-            shared_ids = {id(p) for p in _unique_trainable(shared)}
-            known = {id(p) for p in self.params}
-            if not shared_ids <= known:
-                raise ValueError("every shared parameter must also be in `params`")
-            self._shared = [id(p) in shared_ids for p in self.params]
+            self._shared_source = shared if isinstance(shared, nn.Module) else list(shared)
+            self._shared = self._declared_mask()
+        # parameters of an inferred split that no task reached yet (looked at again), and
+        # whether a declared split is still to be checked against the gradients (once)
+        self._undecided: set[int] = set()
+        self._undecided_steps = 0
+        self._check_declared = self._shared is not None
+        self._warned: set[int] = set()
         if num_tasks is not None and num_tasks < 1:
             raise ValueError(f"num_tasks must be at least 1, got {num_tasks}")
         if task_names is not None and num_tasks is not None and len(task_names) != num_tasks:
@@ -170,6 +225,7 @@ class MultiTaskBackward:
             else (len(task_names) if task_names is not None else None)
         )
         self.task_names = list(task_names) if task_names is not None else None
+        self._loss_keys: list[Any] | None = None  # the keys of mapping losses, in task order
         if self.num_tasks is not None:
             self.method.bind(self.num_tasks, self.params[0].device)
         self._finite = FiniteCheck(check_finite, self._task_label)
@@ -180,6 +236,7 @@ class MultiTaskBackward:
         self._owner_indices: dict[tuple[tuple[int, ...], str], Tensor] = {}
         self._compiled_losses: dict[tuple[int, ...], Callable[..., Tensor]] = {}
         self.step = 0
+        self._check_distributed(params)
 
     # ------------------------------------------------------------------ public entry points
     @property
@@ -200,7 +257,7 @@ class MultiTaskBackward:
 
     def backward(
         self,
-        losses: Tensor | Sequence[Tensor],
+        losses: Losses,
         *,
         representation: Tensor | None = None,
         present: Tensor | Sequence[bool] | None = None,
@@ -208,7 +265,9 @@ class MultiTaskBackward:
         """Use instead of ``losses.sum().backward()`` for a shared-input batch.
 
         Args:
-            losses: the ``M`` task losses: a list of scalars or an ``(M,)`` vector. Each task's
+            losses: the ``M`` task losses: a list of scalars, an ``(M,)`` vector, or a mapping
+                ``{task name: scalar}`` (its keys name the tasks at the first step and must be
+                the same, in any order, at every later one). Each task's
                 gradient flows through its own graph only for a list and for ``torch.stack`` of
                 the scalars; another vector is differentiated entry by entry through the op that
                 made it, which also visits the other tasks' branches (with zero gradients).
@@ -217,18 +276,32 @@ class MultiTaskBackward:
             present: ``(M,)`` booleans; tasks marked False are left out of this step (their loss
                 entries are ignored, whatever their value).
         """
-        vector, items = _as_loss_vector(losses)
+        self._refresh_params()
+        if isinstance(losses, Mapping):
+            losses = self._ordered(losses)
+        vector, items = _as_loss_vector(losses, self._task_label)
         num_tasks = self._resolve_num_tasks(vector.shape[0])
+        constant = _constant_entries(vector, items)
         tasks = _present_indices(present, num_tasks, vector.device)
         if tasks is None:
             tasks = torch.arange(num_tasks, device=vector.device)
+            kept = list(range(num_tasks))
         else:
+            kept = tasks.tolist()
             vector = vector.index_select(0, tasks)
-            items = [items[k] for k in tasks.tolist()] if items is not None else None
+            items = [items[k] for k in kept] if items is not None else None
         if not vector.requires_grad:
             raise ValueError("the losses do not require grad: nothing to differentiate")
+        for k in kept:
+            if k in constant:
+                raise ValueError(
+                    f"{self._task_label(k)}: the loss does not require grad (detached, or "
+                    "computed without the parameters), so it cannot be differentiated; leave "
+                    "the task out of this step with present= instead"
+                )
         if not self.needs_task_gradients:
             return self._backward_weighted_sum(vector, tasks)
+        self._check_distributed(self.module)
         per_task = items if items is not None else vector
         if representation is None:
             grads = SharedInputJacobian(self.params, self._shared)(per_task, tasks)
@@ -264,12 +337,14 @@ class MultiTaskBackward:
             )
         if self.num_tasks is None:
             raise ValueError("backward_partitioned needs num_tasks (task ids alone cannot tell it)")
+        self._refresh_params()
         groups = self._layout(task_ids, layout)
         groups.check_batch(batch)
         if not self.needs_task_gradients:
             per_sample = self._per_sample_losses(loss_fn, batch)
             check_per_sample(per_sample, groups.n)
             return self._backward_weighted_sum(groups.segment_means(per_sample), groups.tasks)
+        self._check_distributed(self.module)
         if self._partitioned is None:
             self._partitioned = TaskPartitionedJacobian(self.module, self.strategy, self.compile)
             if [id(p) for p in self._partitioned.params] != [id(p) for p in self.params]:
@@ -308,8 +383,24 @@ class MultiTaskBackward:
         :class:`~gradsurgery.errors.NonFiniteError` if one failed); a no-op otherwise."""
         self._finite.flush()
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ the method's own state
+    def parameters(self) -> Iterator[Tensor]:
+        """The method's own trainable parameters (uncertainty weighting's log-variances; none for
+        most methods): hand them to the optimizer beside the model's,
+        ``torch.optim.Adam([*model.parameters(), *mtl.parameters()])``."""
+        return (p for p in self.method.parameters() if p.requires_grad)
+
+    def to(self, *args: Any, **kwargs: Any) -> MultiTaskBackward:
+        """Move (or cast) the method's parameters and buffers, as ``nn.Module.to``; returns self.
+        The model is the caller's to move."""
+        self.method.to(*args, **kwargs)
+        return self
+
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs besides the model and the optimizer: the step, the
+        shared/task-specific split, and the method's parameters, buffers and random streams.
+        Save it beside the model's: ``torch.save({"model": model.state_dict(), "mtl":
+        mtl.state_dict(), "optimizer": optimizer.state_dict()}, path)``."""
         return {
             "step": self.step,
             "num_tasks": self.num_tasks,
@@ -318,6 +409,8 @@ class MultiTaskBackward:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (in place: an optimizer holding :meth:`parameters` keeps
+        them)."""
         shared = state["shared"]
         if shared is not None and len(shared) != len(self.params):
             raise ValueError(
@@ -336,11 +429,118 @@ class MultiTaskBackward:
             self.num_tasks = m
             self.method.bind(m, self.params[0].device)
         elif m != self.num_tasks:
-            raise LossShapeError(f"expected {self.num_tasks} task losses, got {m}")
+            message = f"expected {self.num_tasks} task losses, got {m}"
+            if self.task_names is not None:
+                if m < self.num_tasks:
+                    missing = ", ".join(repr(n) for n in self.task_names[m:])
+                    message += f": matched by position, {missing} missing"
+                else:
+                    message += f" (the tasks are {', '.join(map(repr, self.task_names))})"
+            raise LossShapeError(message)
         return m
 
+    def _ordered(self, losses: Mapping[Any, Tensor]) -> list[Tensor]:
+        """Mapping losses as a list in task order (fixed at the first step, checked after)."""
+        by_name = {str(key): key for key in losses}
+        if self._loss_keys is None:
+            if self.task_names is None:
+                if self.num_tasks is not None and len(by_name) != self.num_tasks:
+                    raise LossShapeError(
+                        f"expected {self.num_tasks} task losses, got {len(by_name)}: "
+                        f"{', '.join(map(repr, by_name))}"
+                    )
+                self.task_names = list(by_name)
+            names = self.task_names
+        else:
+            names = [str(key) for key in self._loss_keys]
+        missing = [n for n in names if n not in by_name]
+        extra = [n for n in by_name if n not in set(names)]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(map(repr, missing))}")
+            if extra:
+                parts.append(f"unexpected {', '.join(map(repr, extra))}")
+            raise LossShapeError(
+                f"the task losses' keys must be the tasks {', '.join(map(repr, names))}: "
+                + "; ".join(parts)
+            )
+        self._loss_keys = [by_name[n] for n in names]
+        return [losses[key] for key in self._loss_keys]
+
+    def _declared_mask(self) -> list[bool]:
+        assert self._shared_source is not None
+        shared_ids = {id(p) for p in _unique_trainable(self._shared_source)}
+        if not shared_ids <= set(self._param_ids):
+            raise ValueError("every shared parameter must also be in `params`")
+        return [id(p) in shared_ids for p in self.params]
+
+    def _refresh_params(self) -> None:
+        """Follow a change of the trainable set (``requires_grad`` flipped, parameters added):
+        a declared split is applied to the new set (and checked again at the next gradient
+        step), an inferred one is inferred again. One pass over the parameters, no device op."""
+        current = _unique_trainable(self._param_source)
+        ids = [id(p) for p in current]
+        if ids == self._param_ids:
+            return
+        if not current:
+            raise ValueError("no trainable parameters are left")
+        self.params, self._param_ids = current, ids
+        self._partitioned = None
+        self._undecided, self._undecided_steps = set(), 0
+        if self._shared_source is not None:
+            self._shared = self._declared_mask()
+            self._check_declared = True
+        else:
+            self._shared = None
+
+    def _param_name(self, p: Tensor) -> str:
+        if self.module is not None:
+            for name, q in self.module.named_parameters():
+                if q is p:
+                    return name
+        k = self._param_ids.index(id(p))
+        return f"params[{k}] (shape {tuple(p.shape)})"
+
+    def _check_distributed(self, model: object) -> None:
+        """Refuse what is silently wrong under DistributedDataParallel today: per-task gradients
+        (``autograd.grad`` bypasses DDP's all-reduce hooks)."""
+        if self.method.requires == "losses" and self.monitor is None:
+            return
+        why = None
+        if isinstance(model, nn.Module) and any(
+            isinstance(sub, nn.parallel.DistributedDataParallel) for sub in model.modules()
+        ):
+            why = "the model is wrapped in DistributedDataParallel"
+        elif (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
+            why = (
+                "a torch.distributed process group of "
+                f"{torch.distributed.get_world_size()} processes is initialised"
+            )
+        if why is None:
+            return
+        what = (
+            f"method {self.method.name or type(self.method).__name__!r} (which needs the "
+            f"{self.method.requires})"
+            if self.method.requires != "losses"
+            else "a monitor (it computes per-task gradients on its steps)"
+        )
+        raise DistributedUnsupportedError(
+            f"MultiTaskBackward with {what} is not supported under data parallelism yet: "
+            f"{why}. The per-task gradients come from torch.autograd.grad, which bypasses "
+            "DistributedDataParallel's gradient all-reduce, so every process would combine the "
+            "gradients of its own shard only and the replicas would drift apart. What works "
+            "today: a loss-weighting method (requires == 'losses': 'sum', 'uw', 'dwa', 'rlw', "
+            "'famo', ...) without a monitor, whose one backward pass of sum_i w_i L_i DDP "
+            "reduces as usual; or the gradient method on one process."
+        )
+
     def _task_label(self, task: int) -> str:
-        if self.task_names is not None:
+        if self.task_names is not None and 0 <= task < len(self.task_names):
             return f"task {self.task_names[task]!r} (index {task})"
         return f"task {task}"
 
@@ -371,10 +571,32 @@ class MultiTaskBackward:
         total = (agg.weights.to(losses.dtype) * losses).sum()
         if agg.regularizer is not None:
             total = total + agg.regularizer
-        torch.autograd.backward(
-            total
-        )  # exactly loss.backward() of the weighted total: .grad wherever it reaches
+        # exactly loss.backward() of the weighted total: .grad wherever it reaches
+        with self._double_backward(agg):
+            torch.autograd.backward(total)
         return self._finish(losses, tasks, agg, None, False)
+
+    @contextlib.contextmanager
+    def _double_backward(self, agg: Aggregation) -> Iterator[None]:
+        """Name the fix when a method's regularizer (differentiated through the task gradients:
+        a double backward) meets an op without a double backward."""
+        try:
+            yield
+        except RuntimeError as e:
+            text = str(e)
+            if agg.regularizer is None or not (
+                "derivative for" in text and "not implemented" in text
+            ):
+                raise
+            raise DoubleBackwardError(
+                f"method {self.method.name or type(self.method).__name__!r} differentiates "
+                "through the task gradients (a double backward), and an op of the model has no "
+                f"double backward: {text}. For torch.nn.functional.scaled_dot_product_attention "
+                "(also inside nn.MultiheadAttention and nn.Transformer*) the fused kernels have "
+                "none: run the forward pass under `with torch.nn.attention.sdpa_kernel("
+                "torch.nn.attention.SDPBackend.MATH):`, or use a method that does not "
+                "differentiate through the gradients"
+            ) from e
 
     def _task_step(
         self,
@@ -413,11 +635,47 @@ class MultiTaskBackward:
             return self._shared
         if grads.jacobian.num_tasks < 2:  # with a single task nothing can be told apart: later
             return None
-        self._shared = grads.reached_by_several()
+        counts = grads.reach_counts()
+        self._shared = [c >= 2 for c in counts]
+        # no task reached it (a zero-initialised adapter): task-specific for now, looked at again
+        self._undecided = {id(p) for p, c in zip(self.params, counts, strict=True) if c == 0}
+        self._undecided_steps = 0
         return self._shared
+
+    def _review_split(self, split: SplitGradients) -> None:
+        """Check the split against this step's gradients (before they are written): a declared
+        split once after (re)building it, warning on task-specific parameters that several
+        tasks reach; an inferred split's undecided parameters while they stay undecided (at
+        most ``_UNDECIDED_STEPS`` steps). One host read on those steps only."""
+        if self._shared is None or split.approximate:
+            return
+        if self._check_declared:
+            self._check_declared = False
+            several = [p for p in split.specific_overlap() if id(p) not in self._warned]
+            if several:
+                self._warned.update(id(p) for p in several)
+                warnings.warn(
+                    "declared task-specific (not in `shared`) but given a gradient by several "
+                    f"tasks on the same entries: {', '.join(self._param_name(p) for p in several)}. Their gradient "
+                    "is the plain sum of the tasks', not the method's combination; add them to "
+                    "`shared=` (a parameter used by every task, such as a positional embedding "
+                    "outside the trunk, is shared)",
+                    stacklevel=4,
+                )
+        elif self._undecided:
+            counts = split.specific_reach(self._undecided)
+            self._undecided_steps += 1
+            for k, p in enumerate(self.params):
+                c = counts.get(id(p), 0)
+                if id(p) in self._undecided and c > 0:
+                    self._undecided.discard(id(p))
+                    self._shared[k] = c >= 2  # shared from the next step on
+            if self._undecided_steps >= _UNDECIDED_STEPS:
+                self._undecided = set()
 
     def _apply(self, grads: PerTaskGradients) -> StepResult:
         split = grads.split(self._shared_blocks(grads))
+        self._review_split(split)
         losses, tasks = split.losses, split.tasks
         gramian = split.rows.gramian()
         sq_norms = split.specific_sq_norms(lambda owners: self._owner_index(owners, losses.device))
@@ -456,7 +714,8 @@ class MultiTaskBackward:
             terms.append(agg.regularizer)
         if terms:
             targets = [*self.params, *own]
-            torch.autograd.backward(torch.stack(terms).sum(), inputs=targets)
+            with self._double_backward(agg):
+                torch.autograd.backward(torch.stack(terms).sum(), inputs=targets)
 
     def _finish(
         self,
@@ -492,14 +751,22 @@ def _unique_trainable(params: ParamsLike) -> list[Tensor]:
     return out
 
 
-def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Tensor] | None]:
+def _as_loss_vector(
+    losses: Tensor | Sequence[Tensor], label: Callable[[int], str]
+) -> tuple[Tensor, list[Tensor] | None]:
     """The ``(M,)`` loss vector, and the individual scalar losses when given as a sequence."""
     items = None
     if not isinstance(losses, Tensor):
         items = list(losses)
         for k, item in enumerate(items):
-            if not isinstance(item, Tensor) or item.numel() != 1:
-                raise LossShapeError(f"loss {k} is not a scalar tensor")
+            if not isinstance(item, Tensor):
+                raise LossShapeError(
+                    f"{label(k)}: the loss is not a tensor (got {type(item).__name__})"
+                )
+            if item.numel() != 1:
+                raise LossShapeError(
+                    f"{label(k)}: the loss is not a scalar tensor (shape {tuple(item.shape)})"
+                )
         items = [item.reshape(()) for item in items]
         if not items:
             raise LossShapeError("no task losses were given")
@@ -511,6 +778,20 @@ def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Ten
     if not losses.is_floating_point():
         raise LossShapeError(f"losses must be floating point, got {losses.dtype}")
     return losses, items
+
+
+def _constant_entries(vector: Tensor, items: list[Tensor] | None) -> set[int]:
+    """The tasks whose loss has no graph (detached or constant): from the scalars, or from the
+    ``torch.stack`` that made the vector (another vector cannot tell; no device op either way)."""
+    if items is not None:
+        return {k for k, item in enumerate(items) if not item.requires_grad}
+    fn = vector.grad_fn
+    if fn is None or type(fn).__name__ != "StackBackward0":
+        return set()
+    edges = fn.next_functions
+    if len(edges) != vector.shape[0]:
+        return set()
+    return {k for k, (node, _) in enumerate(edges) if node is None}
 
 
 def _present_indices(

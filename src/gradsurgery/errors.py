@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LossShapeError", "NonFiniteError"]
+__all__ = ["DistributedUnsupportedError", "DoubleBackwardError", "LossShapeError", "NonFiniteError"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -11,3 +11,11 @@ class NonFiniteError(FloatingPointError):
 
 class LossShapeError(ValueError):
     """Losses of the wrong shape (a vector of per-task losses, or one loss per sample, was expected)."""
+
+
+class DistributedUnsupportedError(RuntimeError):
+    """A gradient method under ``DistributedDataParallel`` or a multi-process group: not exact yet."""
+
+
+class DoubleBackwardError(RuntimeError):
+    """A method differentiates through the task gradients and an op of the model cannot."""

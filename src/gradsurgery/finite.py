@@ -22,6 +22,7 @@ finds nothing and no error is raised.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ from gradsurgery.profiling import deferred_read
 __all__ = ["CheckFinite", "FiniteCheck"]
 
 CheckFinite = bool | Literal["lazy"]
+
+_GRAD_SCALER_HINT = (
+    ". If the losses are scaled by a float16 torch.amp.GradScaler, an overflow now and then is "
+    "expected: pass check_finite=False to MultiTaskBackward so that the scaler sees the infs in "
+    ".grad and skips the step (and lowers its scale)"
+)
 
 #: lazy checks still in flight before the oldest is waited for
 _MAX_PENDING = 2
@@ -127,6 +134,8 @@ class FiniteCheck:
                         " (check_finite='lazy' found it one step late: that step's gradients were "
                         "already written, and probably applied by the optimizer)"
                     )
+                if kind == "gradient" or not math.isnan(float(values[k])):  # an overflow?
+                    message += _GRAD_SCALER_HINT
                 raise NonFiniteError(message)
 
 

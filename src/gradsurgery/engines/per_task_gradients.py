@@ -92,10 +92,14 @@ class PerTaskGradients:
 
     def reached_by_several(self) -> list[bool]:
         """Per block: whether two or more tasks give it a nonzero gradient (one host read)."""
+        return [r >= 2 for r in self.reach_counts()]
+
+    def reach_counts(self) -> list[int]:
+        """Per block: how many tasks give it a nonzero gradient (one host read)."""
         m = self.jacobian.num_tasks
         blocks = self.jacobian.blocks
         reached = torch.stack([b.reshape(m, -1).ne(0).any(dim=1).sum() for b in blocks])
-        return [bool(r) for r in (reached >= 2).tolist()]
+        return [int(r) for r in reached.tolist()]
 
     def split(self, shared: Sequence[bool] | None = None) -> SplitGradients:
         """The method's rows and the rest. ``shared``: which blocks are shared, when the engine
@@ -164,6 +168,54 @@ class SplitGradients:
         if self.owned is not None:
             out.append(self.owned.row_sq_norms(owner_index(self.owned.owners), m))
         return out
+
+    def specific_reach(self, only: set[int] | None = None) -> dict[int, int]:
+        """How many tasks give each task-specific parameter a nonzero gradient, keyed by the
+        parameter's ``id`` (those in ``only`` when given; one host read, none when nothing is
+        asked). A task-specific parameter reached by two or more tasks is really shared."""
+        params: list[Tensor] = []
+        flags: list[Tensor] = []
+        m = self.rows.num_tasks
+        if self.specific is not None:
+            for p, b in zip(self.specific_params, self.specific.blocks, strict=True):
+                if only is None or id(p) in only:
+                    params.append(p)
+                    flags.append(b.reshape(m, -1).ne(0).any(dim=1).sum())
+        counts = {id(p): 0 for p in params}
+        owned: list[Tensor] = []
+        if self.owned is not None:
+            for p, g in zip(self.owned.params, self.owned.grads, strict=True):
+                if only is None or id(p) in only:
+                    owned.append(p)
+                    flags.append(g.ne(0).any().to(torch.long))
+        if not flags:
+            return counts
+        values = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+        for p, v in zip([*params, *owned], values, strict=True):
+            counts[id(p)] = counts.get(id(p), 0) + int(v)
+        return counts
+
+    def specific_overlap(self) -> list[Tensor]:
+        """The task-specific parameters that two or more tasks give a nonzero gradient *on the
+        same entries* (one host read): really shared. (A packed tensor whose rows each belong
+        to one task, such as ``heads[task]``, is not.)"""
+        m = self.rows.num_tasks
+        hits: dict[int, Tensor] = {}
+        params: dict[int, Tensor] = {}
+        if self.specific is not None:
+            for p, b in zip(self.specific_params, self.specific.blocks, strict=True):
+                params[id(p)] = p
+                hits[id(p)] = b.reshape(m, -1).ne(0).sum(dim=0)
+        if self.owned is not None:
+            for p, g in zip(self.owned.params, self.owned.grads, strict=True):
+                params[id(p)] = p
+                hit = g.reshape(-1).ne(0).to(torch.long)
+                hits[id(p)] = hits[id(p)] + hit if id(p) in hits else hit
+        if not hits:
+            return []
+        keys = list(hits)
+        flags = torch.stack([hits[k].max().ge(2).to(hits[keys[0]].device) for k in keys])
+        return [params[k] for k, f in zip(keys, flags.tolist(), strict=True) if f]
 
     def write_back(self, update: Sequence[Tensor], task_specific_weights: Tensor) -> None:
         """Accumulate the combined ``update`` of ``rows`` (one tensor per block) and each task's
