@@ -13,14 +13,16 @@ class DeviceGenerators:
     """A method's own random streams: one ``torch.Generator`` per device, so that draws are made where
     the tensors live (a draw on the CPU then copied to an accelerator would synchronise the host).
 
-    The CPU generator is seeded with ``seed`` (None: from torch's global RNG); an accelerator's
+    The CPU generator is seeded with ``seed`` (None: ``torch.initial_seed()``, the seed of torch's
+    global RNG, read without drawing from it: the user's random stream is left as it is, and a run
+    started with ``torch.manual_seed(s)`` is reproducible); an accelerator's
     generator is seeded from the CPU one when first used. :meth:`state` / :meth:`load` carry all of
     them (for ``get_extra_state`` / ``set_extra_state``).
     """
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
+            seed = torch.initial_seed()  # not a draw: the global stream is left untouched
         self.cpu = torch.Generator().manual_seed(seed)
         self._others: dict[str, torch.Generator] = {}
 
