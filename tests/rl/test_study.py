@@ -214,3 +214,33 @@ def test_gradient_diagnostics_are_averaged_over_seeds(tmp_path: Path) -> None:
     assert study["methods"]["pcgrad"]["diagnostics"] is None
     md = write_study_report([tmp_path], tmp_path / "out")["markdown"].read_text()
     assert "| sum | critic | 2 | 30 ± 14 [-97, 157] |" in md
+
+
+def test_success_intervals_stay_in_range_and_the_figure_names_its_band(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    from gradsurgery.rl import study as study_mod
+
+    fake_run(tmp_path, "a", "sum", 0, [(0, 1), (1, 1)])
+    fake_run(tmp_path, "b", "sum", 1, [(1, 1), (1, 1)])
+    fake_run(tmp_path, "c", "sum", 2, [(1, 1), (0.8, 1)])
+    study = summarize_study(load_runs([tmp_path]))
+    final = study["methods"]["sum"]["final_mean_success"]
+    assert final["high"] == 1.0 and final["clipped"] and final["low"] < final["mean"]
+    figures: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(self: Figure, *args: Any, **kwargs: Any) -> None:
+        figures.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    study_mod._plot(study, tmp_path / "mean_success.png")
+    (ax,) = figures[0].axes
+    assert ax.get_ylabel() == "mean success over tasks (%)"
+    legend = ax.get_legend()
+    assert legend is not None
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any(t.startswith("band: ±1 std over seeds") for t in texts)

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from gradsurgery.runtime.checkpoint import atomic_write_json, atomic_write_text
-from gradsurgery.runtime.stats import mean_ci
+from gradsurgery.runtime.stats import clip_ci, mean_ci
 from gradsurgery.runtime.values import differences
 
 __all__ = [
@@ -166,9 +166,12 @@ def _check_comparable(records: Sequence[RunRecord]) -> dict[str, Any]:
     return reference
 
 
-def _ci(values: Sequence[float | None]) -> dict[str, Any] | None:
+def _ci(
+    values: Sequence[float | None], low: float | None = None, high: float | None = None
+) -> dict[str, Any] | None:
+    """Mean ± t-interval, the interval cut to ``[low, high]`` (a success rate's [0, 1])."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return mean_ci(vals).to_dict() if vals else None
+    return clip_ci(mean_ci(vals), low, high).to_dict() if vals else None
 
 
 def _series(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,10 +220,10 @@ def summarize_study(records: Sequence[RunRecord]) -> dict[str, Any]:
         methods[label] = {
             "seeds": [r.seed for r in runs],
             "runs": [str(r.path) for r in runs],
-            "final_mean_success": _ci(finals),
-            "best_mean_success": _ci(bests),
+            "final_mean_success": _ci(finals, 0.0, 1.0),
+            "best_mean_success": _ci(bests, 0.0, 1.0),
             "final_mean_return": _ci(returns),
-            "wall_min": _ci([w / 60.0 if w is not None else None for w in walls]),
+            "wall_min": _ci([w / 60.0 if w is not None else None for w in walls], 0.0),
             "per_seed": {
                 str(r.seed): {"final_mean_success": f, "best_mean_success": b}
                 for r, f, b in zip(runs, finals, bests, strict=True)
@@ -349,6 +352,9 @@ def _markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_BAND = "band: ±1 std over seeds (cut to [0, 100] %)"
+
+
 def _plot(study: dict[str, Any], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -360,7 +366,9 @@ def _plot(study: dict[str, Any], path: Path) -> Path:
         c = row["curve"]
         steps, mean, std = np.array(c["steps"]), np.array(c["mean"]), np.array(c["std"])
         ax.plot(steps, 100 * mean, label=f"{label} (n={len(row['seeds'])})", linewidth=1.4)
-        ax.fill_between(steps, 100 * (mean - std), 100 * (mean + std), alpha=0.15, linewidth=0)
+        low, high = np.clip(mean - std, 0.0, 1.0), np.clip(mean + std, 0.0, 1.0)
+        ax.fill_between(steps, 100 * low, 100 * high, alpha=0.15, linewidth=0)
+    ax.fill_between([], [], [], color="grey", alpha=0.3, linewidth=0, label=_BAND)
     ax.set_xlabel("steps per task")
     ax.set_ylabel("mean success over tasks (%)")
     ax.set_title(f"{study['suite']}, preset {study['setting']['preset'].get('name')}", fontsize=10)
@@ -372,7 +380,8 @@ def _plot(study: dict[str, Any], path: Path) -> Path:
 
 def write_study_report(paths: Iterable[str | Path], out: str | Path) -> dict[str, Path]:
     """Summarize the runs at or below ``paths`` into ``out``: ``report.md``, ``report.json`` and
-    ``mean_success.png`` (mean success over tasks against steps, mean ± std over seeds)."""
+    ``mean_success.png`` (mean success over tasks against steps, mean ± std over seeds; the
+    legend names the band)."""
     study = summarize_study(load_runs(list(paths)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
