@@ -99,7 +99,7 @@ def resolve_suite(suite: str, tasks: Sequence[str] | None = None) -> SuiteSpec:
             raise ValueError(f"{upper} has a fixed task list; do not pass tasks with it")
         return SuiteSpec(upper, _suite_tasks(upper), "suite")
     head, sep, rest = text.partition(":")
-    if re.fullmatch(r"MT\d+", upper):
+    if re.fullmatch(r"MT\d+", upper) and upper != "MT1":
         raise ValueError(
             f"unknown suite {suite!r}; known suites: {', '.join(NAMED_SUITES)}, MT1:<task> "
             "(e.g. MT1:reach-v3), or comma-separated task names"
