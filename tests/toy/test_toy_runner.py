@@ -250,3 +250,13 @@ def test_bad_arguments():
         run_toy("pcgrad_figure1", "sum", steps=-1)
     with pytest.raises(ValueError, match="start"):
         run_toy("pcgrad_figure1", "sum", steps=1, start=(math.nan, 0.0))
+
+
+def test_each_toy_step_ends_an_epoch_so_dwa_differs_from_the_sum():
+    """Full-batch steps: the runner signals an epoch boundary after each one, so DWA's weights
+    follow the loss rates; without the boundary DWA's weights stay 1 and it traces the sum's path
+    bit for bit (checked by hand before the fix). Adam's small steps keep the rates near 1, so the
+    paths part by ~1e-7 in 200 steps."""
+    dwa = run_toy("pcgrad_figure1", "dwa", steps=200)
+    plain = run_toy("pcgrad_figure1", "sum", steps=200)
+    assert dwa.final_theta != plain.final_theta

@@ -64,7 +64,7 @@ from gradsurgery.experiments.benchmarks import benchmark_setup, resolve_benchmar
 from gradsurgery.experiments.runner import RunSpec, check_data, execute_run
 from gradsurgery.runtime.checkpoint import atomic_write_json
 from gradsurgery.runtime.lock import DirectoryLock
-from gradsurgery.runtime.runlog import cpu_count
+from gradsurgery.runtime.runlog import Progress, cpu_count
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -360,9 +360,18 @@ def _run_locked(
     statuses: list[dict[str, Any]] = []
     total = len(runs)
 
+    # With several jobs the runs' own bars are off: one bar (or periodic line) over the runs.
+    runs_bar = Progress(total, desc=meta["benchmark"], unit="runs",
+                        enabled=None if jobs > 1 and cfg.verbose else False)  # fmt: skip
+
     def note(status: dict[str, Any]) -> None:
         statuses.append(status)
-        log(f"[{len(statuses)}/{total}] {_summary_line(status)}", flush=True)
+        line = f"[{len(statuses)}/{total}] {_summary_line(status)}"
+        if runs_bar.enabled and runs_bar.terminal:
+            runs_bar.write(line)  # above the bar, on the same terminal
+        else:
+            log(line, flush=True)
+        runs_bar.update(1)
 
     dirs = [str(out / "runs" / r.relative_dir()) for r in runs]
     try:
@@ -374,6 +383,8 @@ def _run_locked(
     except KeyboardInterrupt:
         atomic_write_json(out / "compare.json", {**meta, "status": "interrupted"})
         raise
+    finally:
+        runs_bar.close()
 
     wall = time.perf_counter() - start
     meta.update(

@@ -575,7 +575,8 @@ class Trainer:
                 for k, w in zip(tasks, weights, strict=True):
                     tb.add_scalar(f"train/weight/{names[k]}", w, self.step)
             tb.add_scalar("time/step_ms", 1000 * seconds, self.step)
-        return " ".join(f"{v:.3f}" for v in losses[:4])
+        shown = list(zip(tasks, losses, strict=True))[:4]
+        return " ".join(f"{names[k]} loss {v:.3f}" for k, v in shown)
 
     def _run_eval(self, log: JsonlLog | None, tb: Any) -> dict[str, Any]:
         metrics, eval_loss = self.evaluate()

@@ -181,7 +181,7 @@ class GradDrop(JacobianAggregator):
         keep_norm: rescale the update to the norm of the plain sum ``Σ_i g_i``.
         sign_correction: on a representation, use ``sgn(z) ⊙ ∂L_i/∂z`` for the purity.
         marginalize_batch: on a representation, sum over the batch before computing ``P``.
-        seed: seed of the method's generators (None: drawn from torch's RNG).
+        seed: seed of the method's generators (None: ``torch.initial_seed()``, read without drawing from the global stream).
     """
 
     def __init__(

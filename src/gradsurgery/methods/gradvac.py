@@ -214,7 +214,7 @@ class GradVac(HostSolver, TaskStateMixin, GramianWeighting):
         beta: EMA rate of the targets (paper: 0.01).
         ema_update: ``"every_pair"`` (paper, torchjd) or ``"on_correction"`` (LibMTL at 13f5fc7).
         num_tasks: the number of tasks ``M`` (None: taken from the first step).
-        seed: seed of the generators that draw the random orders (None: from torch's RNG).
+        seed: seed of the generators that draw the random orders (None: ``torch.initial_seed()``, read without drawing from the global stream).
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see above).
     """
 

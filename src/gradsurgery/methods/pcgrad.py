@@ -29,7 +29,8 @@ Choices the paper leaves open, and ours:
   norm ``‖Σ_i g_i‖``; ``variant="magnitude"`` keeps the original direction ``Σ_i g_i`` with PCGrad's
   norm. Both norms come from the Gramian: ``‖wᵀ J‖² = wᵀ K w``.
 * The random orders come from the method's own generators (seeded by ``seed``, or from torch's
-  global RNG when ``seed`` is None): the CPU one when the weights are computed on the host, one
+  global seed ``torch.initial_seed()`` when ``seed`` is None, read without drawing from the
+  global stream): the CPU one when the weights are computed on the host, one
   per device otherwise, so that the draw happens where the Gramian lives; their state is part of
   ``state_dict``.
 
@@ -140,7 +141,7 @@ class PCGrad(HostSolver, GramianWeighting):
     Args:
         reduction: ``"sum"`` (the paper) or ``"mean"`` of the projected gradients.
         variant: ``"full"`` PCGrad, or the §5.2 ablations ``"direction"`` / ``"magnitude"``.
-        seed: seed of the generator that draws the random orders (None: drawn from torch's RNG).
+        seed: seed of the generator that draws the random orders (None: ``torch.initial_seed()``, read without drawing from the global stream).
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"`` (see the module
             docstring).
     """

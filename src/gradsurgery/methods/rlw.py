@@ -81,7 +81,7 @@ class RLW(TaskStateMixin, LossWeighting):
         alpha: Dirichlet concentration (``"dirichlet"`` only).
         rescale: ``"none"`` (paper) or ``"tasks"`` (weights sum to ``m``, Kurin et al.).
         num_tasks: the number of tasks (``"random_normal"`` only; None: from the first step).
-        seed: seed of the method's generators (None: drawn from torch's RNG).
+        seed: seed of the method's generators (None: ``torch.initial_seed()``, read without drawing from the global stream).
     """
 
     #: the random weights are drawn by task position

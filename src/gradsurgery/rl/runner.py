@@ -338,7 +338,8 @@ class RLRun:
             self.writer = tensorboard_writer(self.out / "tensorboard", purge_step=step or None)
         desc = f"{self.spec.slug} {self.preset.agent.method}"
         self.progress = Progress(self.budget.steps, initial=step, desc=desc,
-                                 enabled=self.cfg.progress)  # fmt: skip
+                                 enabled=self.cfg.progress,
+                                 rates={"env-steps": self.num_tasks})  # fmt: skip
         self.obs = self.envs.reset()
         self.throughput = Throughput(self.num_tasks)
 
@@ -463,7 +464,7 @@ class RLRun:
         self.progress.update(1, postfix=self._postfix() if s.step % 50 == 0 else None)
 
     def _postfix(self) -> str:
-        return _postfix(self.throughput.rates, self.state.series)
+        return _postfix(self.state.series)
 
     def maybe_evaluate(self) -> None:
         """At an episode boundary before the end, when due: an evaluation and ``result.json``."""
@@ -600,9 +601,7 @@ class RLRun:
         )
 
 
-def _postfix(rates: Mapping[str, float], series: EvalSeries) -> str:
-    text = f"{rates['env_steps_per_s']:.0f} env-steps/s {rates['updates_per_s']:.1f} upd/s"
+def _postfix(series: EvalSeries) -> str:
+    """The bar's text after its own measured rates: the last evaluation's mean success."""
     final = series.final()
-    if final is not None:
-        text += f" success {final.mean_success:.2f}"
-    return text
+    return "" if final is None else f"success {final.mean_success:.2f}"

@@ -2,7 +2,9 @@
 
 The point ``θ ∈ R²`` is an ``nn.Parameter`` shared by both tasks. Each step evaluates the two task
 losses, hands them to :class:`gradsurgery.MultiTaskBackward` with the chosen method (``"sum"`` is
-plain Adam on ``L1 + L2``), and takes one ``torch.optim.Adam`` step. Everything the method sees
+plain Adam on ``L1 + L2``), and takes one ``torch.optim.Adam`` step. A step is full-batch (the landscape is all the data), so
+each step ends an epoch (:meth:`~gradsurgery.methods.base.Method.end_epoch`: DWA's loss rates are
+step to step here). Everything the method sees
 goes through the library's public path; only the loss evaluation is specialised: the landscape's
 closed-form Jacobian (``Landscape.point``) is attached to the loss vector by a one-node autograd
 function, so each per-task backward pass is one 2×2 product instead of a walk through a dozen tiny
@@ -215,6 +217,7 @@ def run_toy(
             optimizer.zero_grad(set_to_none=True)
             mtl.backward(_ClosedFormLosses.apply(theta, values, jac))
             optimizer.step()
+            mtl.method.end_epoch()  # full-batch descent: each step sees all the "data" (DWA)
             x_new = tuple(theta.detach().tolist())
             if not (math.isfinite(x_new[0]) and math.isfinite(x_new[1])):
                 raise FloatingPointError(
