@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,26 @@ def test_dwa_through_the_runner_changes_its_weights_after_episode_boundaries(
     weights = agent.last_results["critic"].weights
     assert not torch.allclose(weights, torch.ones_like(weights))
     torch.testing.assert_close(weights.sum(), torch.tensor(2.0, dtype=weights.dtype))
+
+
+def test_a_second_process_in_the_same_run_directory_is_refused(tmp_path: Path) -> None:
+    """The run directory is locked while a run holds it (issue: two processes training one run);
+    the lock goes with the run's close, also when building the run fails."""
+    from gradsurgery.rl.runner import RLRun
+    from gradsurgery.runtime.lock import DirectoryLockedError
+
+    cfg = config(tmp_path / "run")
+    first = RLRun(cfg, agent_factory=StubAgent)
+    try:
+        with pytest.raises(DirectoryLockedError, match=str(os.getpid())):
+            RLRun(cfg, agent_factory=StubAgent)
+    finally:
+        first.close()
+    RLRun(cfg, agent_factory=StubAgent).close()  # free again
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("no agent")
+
+    with pytest.raises(RuntimeError, match="no agent"):
+        RLRun(cfg, agent_factory=broken)
+    RLRun(cfg, agent_factory=StubAgent).close()  # the failed build released it

@@ -175,6 +175,7 @@ def run_rl(args: argparse.Namespace) -> int:
         preset_for_run,
         train_rl,
     )
+    from gradsurgery.runtime.lock import DirectoryLockedError
 
     try:
         method = resolve_method(args.method)  # aliases and "did you mean": the method registry's
@@ -217,7 +218,7 @@ def run_rl(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     try:
         result = train_rl(cfg)
-    except ResumeError as e:
+    except (ResumeError, DirectoryLockedError) as e:
         print(f"gradsurgery rl: {e}", file=sys.stderr)
         return 2
     except EnvCrashedError as e:

@@ -103,6 +103,7 @@ from gradsurgery.rl.run_config import (
 )
 from gradsurgery.rl.run_state import RunState, Throughput, next_multiple
 from gradsurgery.runtime.checkpoint import atomic_write_json
+from gradsurgery.runtime.lock import DirectoryLock
 from gradsurgery.runtime.resumable import Resumable, ResumeError
 from gradsurgery.runtime.runlog import JsonlLog, Progress, tensorboard_writer
 from gradsurgery.runtime.seeding import (
@@ -217,7 +218,9 @@ class RLRun:
     """One training run of :func:`train_rl`: its environments, agent, replay buffer, generators,
     log and :class:`RunState`, with one method per part of the loop.
 
-    Constructing it reads and checks the checkpoint to continue (a refused one raises
+    Constructing it locks the run directory (:class:`~gradsurgery.runtime.lock.DirectoryLock`: a
+    second process on the same directory is refused naming the first one's PID; :meth:`close`
+    releases it), reads and checks the checkpoint to continue (a refused one raises
     :class:`ResumeError` before anything is written or built), deletes the old outputs with
     ``resume=False``, seeds the global generators, writes ``config.json`` and builds the
     environments, the agent and the replay buffer. Then :meth:`resume` (restore the checkpoint,
@@ -241,6 +244,20 @@ class RLRun:
         self.budget, self.protocol = preset.budget, preset.protocol
         self.out = Path(cfg.out_dir) if cfg.out_dir is not None else default_out_dir(cfg, spec)
         self.out.mkdir(parents=True, exist_ok=True)
+        # one process per run directory (a second one is refused naming the first one's PID)
+        self._lock = DirectoryLock(self.out, what="RL run").acquire()
+        try:
+            self._open(agent_factory, envs)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(
+        self,
+        agent_factory: Callable[[Any, int, int, int], Any] | None,
+        envs: MetaWorldVectorEnv | None,
+    ) -> None:
+        cfg, spec, preset = self.cfg, self.spec, self.preset
         self.device = torch.device(preset.agent.device)
         self.checkpoints = Resumable(
             self.out / "checkpoints",
@@ -531,13 +548,15 @@ class RLRun:
             self.save()
 
     def close(self) -> None:
-        """Close the progress bar, the log, TensorBoard and the environments built here."""
+        """Close the progress bar, the log, TensorBoard and the environments built here; release
+        the run directory."""
         self.progress.close()
         self.log.close()
         if self.writer is not None:
             self.writer.close()
         if self.own_envs:
             self.envs.close()
+        self._lock.release()
 
     def _summary(self) -> dict[str, Any]:
         summary = self.state.series.summary()
