@@ -2,8 +2,9 @@
 Alignment).
 
 Senushkin, Patakin, Kuznetsov, Konushin. "Independent Component Alignment for Multi-Task Learning".
-CVPR 2023, Algorithm 1; official code: SamsungLabs/MTL (``optim/aligned``), also ported by LibMTL
-and torchjd.
+CVPR 2023, Algorithm 1; official code: SamsungLabs/MTL (``code/optim/aligned/solver.py`` and
+``balancer.py``, checked), also ported by LibMTL (``Aligned_MTL.py``: ``"min"`` only) and torchjd
+(compared in the tests).
 
 Rule. With ``K = J Jᵀ = V Λ Vᵀ`` (eigendecomposition of the Gramian, ``r`` eigenvalues above the
 rank tolerance kept), the balance transformation is
