@@ -17,8 +17,10 @@ In Gramian terms ``g_wᵀ g_0 = wᵀ K 1 / m``, ``‖g_w‖² = wᵀ K w`` and `
 
 Choices the paper leaves open, and ours:
 
-* Solver. The official code minimises the dual with ``scipy.optimize.minimize`` (SLSQP, from
-  ``w = 1/m``) on ``wᵀ K 1/m + c‖g_0‖ sqrt(wᵀ K w + 1e-8)``. We solve the same convex problem
+* Solver. The official NYUv2 code (``nyuv2/utils.py``, checked) minimises the dual with
+  ``scipy.optimize.minimize`` (SLSQP, from ``w = 1/m``) on ``wᵀ K 1/m + c‖g_0‖ sqrt(wᵀ K w + 1e-8)``;
+  its Meta-World file (``mtrl/mtrl_files/cagrad.py``) takes 20 SGD steps on softmax logits instead
+  (``cagrad_method="cagrad"``; SLSQP in ``"cagrad_exact"``). We solve the same convex problem
   without SciPy, on the Gramian scaled to unit largest diagonal.
 
   On the host (the default placement) exactly, through a family of quadratic programs: where
