@@ -2,7 +2,8 @@
 
 Chen, Ngiam, Huang, Luong, Kretzschmar, Chai, Anguelov. "Just Pick a Sign: Optimizing Deep Multitask
 Models with Gradient Sign Dropout". NeurIPS 2020, Algorithm 1, Eq. 1. Official code: lingvo
-(``lingvo/core/graddrop.py``); ports by Kurin et al. (2022), LibMTL and torchjd.
+(``lingvo/core/graddrop.py``, checked); ports by Kurin et al. (2022; not checked here), LibMTL
+and torchjd (compared in the tests).
 
 Rule. With task gradients ``g_1..g_m`` (entry-wise), the positive sign purity of each coordinate is
 
