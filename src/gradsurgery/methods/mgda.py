@@ -26,8 +26,9 @@ Choices the paper leaves open, and ours:
   start at ``w = 1/m``, move towards the vertex ``argmin_r (K w)_r`` with the analytic two-point
   line search of Algorithm 1 — up to ``max_iter`` iterations (250, as the authors' code), stopping
   early when ``w`` moved by less than ``tol`` (ℓ1) over 10 iterations (one host synchronisation
-  per 10 iterations; ``tol=0``: none). The authors' code starts Frank–Wolfe from the best pair of
-  tasks instead of ``1/m``, returns 0.999/0.001 instead of 1/0 at the ends of a segment, and
+  per 10 iterations; ``tol=0``: none). The authors' solvers (``multi_task/min_norm_solvers.py``,
+  checked: projected gradient in ``find_min_norm_element``, which the training script uses,
+  Frank–Wolfe in ``find_min_norm_element_FW``) start from the best pair of tasks instead of ``1/m``, returns 0.999/0.001 instead of 1/0 at the ends of a segment, and
   never increments its iteration counter (it stops only on its tolerance); all converge to the
   same minimiser.
 * Normalisation (the authors' code, "optional and not included in the paper"):
