@@ -11,16 +11,17 @@ minimize ``Σ_i λ_i L_i`` (one backward pass, no per-task gradients). ``distrib
 * ``"normal"`` (default, as LibMTL and torchjd): ``λ = softmax(λ̃)``, ``λ̃ ~ N(0, I)``.
 * ``"uniform"``: ``λ = softmax(λ̃)``, ``λ̃ ~ U(0, 1)^m`` (so weights stay within a factor ``e``).
 * ``"dirichlet"``: ``λ ~ Dirichlet(α 1)``, ``α = 1`` by default: uniform on the simplex, used as is
-  (Kurin et al.'s port; LibMTL passes the draw through a softmax as well, which we do not).
+  (as we read Kurin et al.'s port, not checked here; LibMTL's ``RLW.py`` passes the draw through a
+  softmax as well, which we do not).
 * ``"random_normal"``: ``λ = softmax(λ̃)``, ``λ̃ ~ N(μ, diag σ²)`` with ``μ_i, σ_i ~ U(0, 1)`` drawn
-  once per task at the first step and kept (in the state), as Kurin et al.'s port of the authors'
-  first code release.
+  once per task at the first step and kept (in the state), after Kurin et al.'s port of the
+  authors' first code release (not checked here).
 * ``"bernoulli"``: ``λ_i ∈ {0, 1}`` with probability ½ each, redrawn until not all zero (weights as
   drawn, not normalized, as LibMTL).
 * ``"constrained_bernoulli"``: one task drawn uniformly gets weight 1, the others 0.
 
 ``rescale="tasks"`` multiplies the weights so that they sum to the number of present tasks ``m``, as
-Kurin et al.'s port does ("normalize to m × simplex"): the same loss scale as unitary scalarization.
+we read Kurin et al.'s port (not checked here): the same loss scale as unitary scalarization.
 The default ``"none"`` keeps the paper's weights (sum 1, or the Bernoulli draws).
 
 Choices: with tasks absent from a step the draw is over the present tasks only (``random_normal``
