@@ -37,11 +37,11 @@ Choices the paper leaves open, and ours:
   linearly dependent (both still give equal projections): for two identical gradients
   ``"gramian"`` returns ``(½, ½)``, ``"paper"`` ``(1, 0)``.
 * A zero gradient (squared norm below ``eps²`` times the largest) has no direction to balance:
-  its weight is 0 and the other tasks are balanced among themselves (the reference code divides
+  its weight is 0 and the other tasks are balanced among themselves (LibMTL's ``IMTL.py`` divides
   by zero; ``formula="paper"`` falls back to the Gramian formula in that step). All-zero
   gradients give zero weights.
 * If ``1ᵀ K⁻¹ n < 0`` (possible for ``m ≥ 3`` strongly conflicting tasks) the equal projections
-  are negative; we keep the paper's rule as it is (so does the reference code). An exactly zero
+  are negative; we keep the paper's rule as it is (so does LibMTL's ``IMTL.py``). An exactly zero
   ``1ᵀK⁻¹n`` gives zero weights.
 * The paper computes IMTL-G on the gradient with respect to the shared *representation*
   (``backward(losses, representation=z)``); with the plain ``backward`` the Gramian is that of the
