@@ -9,9 +9,10 @@ Rule. Each task ``i`` has a learnable ``s_i = log σ_i²``; the objective is
 
 minimised jointly over the model and the ``s_i``. The paper derives ``a_i = ½`` for a Gaussian
 (regression) likelihood and ``a_i = 1`` for a softmax (classification) likelihood, both with the
-``log σ_i = ½ s_i`` term, i.e. ``b_i = ½`` (eqs. 7 and 10). Public code differs: the authors' example
-notebook and most ports use the *simple* form ``a_i = b_i = 1`` (``e^{−s} L + s``, the regression
-form times 2); the MTAN code uses ``½ e^{−s} L + ½ s`` for every task.
+``log σ_i = ½ s_i`` term, i.e. ``b_i = ½`` (eqs. 7 and 10). Public code differs: the MTAN code
+(``im2im_pred/utils.py``), LibMTL's ``UW.py`` and Nash-MTL's port use ``½ e^{−s} L + ½ s`` for every
+task (checked); the *simple* form ``a_i = b_i = 1`` (``e^{−s} L + s``, the regression form times 2)
+is the one attributed to the authors' example notebook (not checked here).
 
 Choices the paper leaves open, and ours:
 
