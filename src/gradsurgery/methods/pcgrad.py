@@ -9,7 +9,7 @@ Rule. With task gradients ``g_1..g_m`` of the shared parameters, for each task `
     if g_i^PC · g_j < 0:   g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j
 
 (the dot product uses the *current* ``g_i^PC``, the projection the *original* ``g_j``). The update is
-``Δθ = Σ_i g_i^PC`` (reduction ``"sum"``, the paper's) or its mean (``"mean"``, as some ports do).
+``Δθ = Σ_i g_i^PC`` (reduction ``"sum"``, the paper's) or its mean (``"mean"``, as Nash-MTL's and CAGrad's NYUv2 ports can).
 
 Computed on the Gramian. Every ``g_i^PC`` stays a linear combination ``Σ_j C_ij g_j`` of the original
 gradients, and ``g_i^PC · g_j = Σ_k C_ik K_kj`` with ``K = J Jᵀ``. So the whole algorithm runs on the
