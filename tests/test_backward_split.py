@@ -107,3 +107,22 @@ def test_a_parameter_added_later_is_followed_in_partitioned_steps():
     model[2].requires_grad_(True)
     mtl.backward_partitioned(loss_fn, x, task_ids=ids)
     assert model[2].weight.grad is not None
+
+
+def test_trainable_parameters_reached_but_not_in_params_warn_once():
+    """A trainable parameter the losses reach but that is in neither set (left out of ``params``)
+    would train under ``loss.backward()`` and silently not here: one warning at the first step."""
+    model, x = Embedded(), torch.randn(6, 4)
+    params = [p for p in model.parameters() if p is not model.pos]
+    mtl = MultiTaskBackward(params, "pcgrad", shared=list(model.trunk.parameters()))
+    with pytest.warns(
+        UserWarning,
+        match=r"1 trainable parameter\(s\) reached by the losses are not in params \(shapes \(4,\)\)",
+    ):
+        mtl.backward(model(x))
+    assert model.pos.grad is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mtl.backward(model(x))  # once
+        model.pos.requires_grad_(False)
+        MultiTaskBackward(params, "sum").backward(model(x))  # frozen: nothing to say

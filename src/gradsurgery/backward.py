@@ -37,6 +37,9 @@ representation is shared). The rules after that:
 * The trainable set is followed: when a parameter's ``requires_grad`` flips or a parameter is
   added to the module, the split is applied again (declared) or inferred again (inferred), so a
   parameter unfrozen after construction gets its ``.grad``.
+* A trainable parameter that the losses reach but that is in neither set (left out of ``params``)
+  is warned about once, at the first shared-input step (one walk of the autograd graph, no device
+  op): ``loss.backward()`` would train it, ``MultiTaskBackward`` writes no ``.grad`` for it.
 
 Distributed data parallelism. Gradient methods (``requires`` ``"gramian"``/``"jacobian"``, and
 ``monitor=``) compute per-task gradients with ``torch.autograd.grad``, which bypasses
@@ -89,7 +92,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from gradsurgery.engines.graph import reachable_leaves
+from gradsurgery.engines.graph import reachable_leaf_tensors, reachable_leaves
 from gradsurgery.engines.per_task_gradients import PerTaskGradients, SplitGradients
 from gradsurgery.engines.representation import RepresentationJacobian
 from gradsurgery.engines.shared_input import SharedInputJacobian
@@ -237,6 +240,7 @@ class MultiTaskBackward:
         self._compiled_losses: dict[tuple[int, ...], Callable[..., Tensor]] = {}
         self.step = 0
         self._check_distributed(params)
+        self._outside_checked = False
 
     # ------------------------------------------------------------------ public entry points
     @property
@@ -292,6 +296,8 @@ class MultiTaskBackward:
             items = [items[k] for k in kept] if items is not None else None
         if not vector.requires_grad:
             raise ValueError("the losses do not require grad: nothing to differentiate")
+        if not self._outside_checked:
+            self._warn_outside_params(vector)
         for k in kept:
             if k in constant:
                 raise ValueError(
@@ -377,6 +383,27 @@ class MultiTaskBackward:
             )
             self.compile = False
             return loss_fn(self.module, *batch)
+
+    def _warn_outside_params(self, losses: Tensor) -> None:
+        """Once, at the first shared-input step: warn about trainable parameters that the losses
+        reach but that are not in ``params`` (they would train under ``loss.backward()`` and get
+        no ``.grad`` here). One walk of the graph, no device op."""
+        self._outside_checked = True
+        mine = {id(p) for p in self.params}
+        outside = [
+            t
+            for t in reachable_leaf_tensors(losses)
+            if isinstance(t, nn.Parameter) and id(t) not in mine
+        ]
+        if outside:
+            shapes = ", ".join(str(tuple(t.shape)) for t in outside[:8])
+            warnings.warn(
+                f"{len(outside)} trainable parameter(s) reached by the losses are not in params "
+                f"(shapes {shapes}{', ...' if len(outside) > 8 else ''}): they get no .grad from "
+                "MultiTaskBackward; pass them (or the whole model) if they should train, or set "
+                "requires_grad=False",
+                stacklevel=3,
+            )
 
     def flush(self) -> None:
         """Finish the checks still pending under ``check_finite="lazy"`` (raising

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["reachable_leaves"]
+__all__ = ["reachable_leaf_tensors", "reachable_leaves"]
 
 
 def reachable_leaves(root: Tensor) -> set[int]:
     """``id()`` of every leaf tensor requiring grad that ``root``'s graph reaches."""
+    return {id(t) for t in reachable_leaf_tensors(root)}
+
+
+def reachable_leaf_tensors(root: Tensor) -> list[Tensor]:
+    """Every leaf tensor requiring grad that ``root``'s graph reaches (each once)."""
     if root.grad_fn is None:
-        return {id(root)} if root.requires_grad else set()
-    found: set[int] = set()
+        return [root] if root.requires_grad else []
+    found: dict[int, Tensor] = {}
     seen: set[int] = set()
     stack = [root.grad_fn]
     while stack:
@@ -25,6 +30,6 @@ def reachable_leaves(root: Tensor) -> set[int]:
         seen.add(id(node))
         variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
         if variable is not None:
-            found.add(id(variable))
+            found[id(variable)] = variable
         stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
-    return found
+    return list(found.values())
