@@ -4,12 +4,8 @@ other processes make small models several times slower, and these tests only tra
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here with one intra-op thread (the root conftest's ``one_thread``)."""

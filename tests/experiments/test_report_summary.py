@@ -160,11 +160,10 @@ def test_every_tied_best_cell_is_bold() -> None:
     assert not rows["uw (n=1)"].split("|")[right_col].strip().startswith("**")
 
 
-def test_learning_curve_figures_label_their_axes_and_band(tmp_path, monkeypatch) -> None:
+def test_learning_curve_figures_label_their_axes_and_band(tmp_path, saved_figures) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
     from gradsurgery.experiments import report
 
@@ -180,14 +179,7 @@ def test_learning_curve_figures_label_their_axes_and_band(tmp_path, monkeypatch)
         "single": {},
         "missing": [],
     }  # fmt: skip
-    figures: list[Figure] = []
-    original = Figure.savefig
-
-    def keep(self: Figure, *args: Any, **kwargs: Any) -> None:
-        figures.append(self)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
+    figures = saved_figures
     for kind in ("metric", "loss"):
         assert report._plot(collected, SPEC, kind, tmp_path / f"{kind}.png") is not None
     assert len(figures) == 2

@@ -14,13 +14,7 @@ from gradsurgery.rl.replay import MultiTaskReplay
 M, OBS, ACT = 3, 5, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest, and immune to a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def filled(agent: MTSAC, seed: int = 0, steps: int = 20) -> MultiTaskReplay:

@@ -20,13 +20,7 @@ from gradsurgery.rl.presets import kurin_config
 M, OBS, ACT, B = 3, 4, 2, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest, and immune to a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_batch(seed: int = 0, dtype: torch.dtype = torch.float64) -> SACBatch:

@@ -13,13 +13,7 @@ from gradsurgery.rl import MTSAC, SACBatch, SACConfig
 M, OBS, ACT, B = 3, 4, 2, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest, and immune to a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ARCH_KWARGS = {

@@ -217,9 +217,8 @@ def test_gradient_diagnostics_are_averaged_over_seeds(tmp_path: Path) -> None:
 
 
 def test_success_intervals_stay_in_range_and_the_figure_names_its_band(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, saved_figures: list[Any]
 ) -> None:
-    from matplotlib.figure import Figure
 
     from gradsurgery.rl import study as study_mod
 
@@ -229,14 +228,7 @@ def test_success_intervals_stay_in_range_and_the_figure_names_its_band(
     study = summarize_study(load_runs([tmp_path]))
     final = study["methods"]["sum"]["final_mean_success"]
     assert final["high"] == 1.0 and final["clipped"] and final["low"] < final["mean"]
-    figures: list[Figure] = []
-    original = Figure.savefig
-
-    def keep(self: Figure, *args: Any, **kwargs: Any) -> None:
-        figures.append(self)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
+    figures = saved_figures
     study_mod._plot(study, tmp_path / "mean_success.png")
     (ax,) = figures[0].axes
     assert ax.get_ylabel() == "mean success over tasks (%)"
