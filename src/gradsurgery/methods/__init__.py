@@ -27,6 +27,7 @@ from gradsurgery.methods.imtl import IMTL, IMTLG, IMTLL
 from gradsurgery.methods.mgda import MGDA
 from gradsurgery.methods.nash_mtl import NashMTL
 from gradsurgery.methods.pcgrad import PCGrad
+from gradsurgery.methods.random_weighting import Random
 from gradsurgery.methods.registry import (
     MethodInfo,
     create_method,
@@ -65,6 +66,7 @@ __all__ = [
     "MethodInfo",
     "NashMTL",
     "PCGrad",
+    "Random",
     "Sum",
     "TaskStep",
     "UPGrad",
