@@ -36,6 +36,7 @@ from gradsurgery.methods.registry import (
     register,
 )
 from gradsurgery.methods.rlw import RLW
+from gradsurgery.methods.trimmed_mean import TrimmedMean
 from gradsurgery.methods.uncertainty import UncertaintyWeighting
 from gradsurgery.methods.unitary import Mean, Sum
 from gradsurgery.methods.upgrad import UPGrad
@@ -69,6 +70,7 @@ __all__ = [
     "Random",
     "Sum",
     "TaskStep",
+    "TrimmedMean",
     "UPGrad",
     "UncertaintyWeighting",
     "create_method",
