@@ -24,6 +24,7 @@ from gradsurgery.methods.graddrop import GradDrop
 from gradsurgery.methods.gradnorm import GradNorm
 from gradsurgery.methods.gradvac import GradVac
 from gradsurgery.methods.imtl import IMTL, IMTLG, IMTLL
+from gradsurgery.methods.krum import Krum
 from gradsurgery.methods.mgda import MGDA
 from gradsurgery.methods.nash_mtl import NashMTL
 from gradsurgery.methods.pcgrad import PCGrad
@@ -61,6 +62,7 @@ __all__ = [
     "GradVac",
     "GramianWeighting",
     "JacobianAggregator",
+    "Krum",
     "LossWeighting",
     "Mean",
     "Method",
