@@ -5,7 +5,8 @@ Each name in :func:`gradsurgery.methods.method_names` is driven through its publ
 given exactly: task ``i``'s loss is ``c_i + <J_i, w - w.detach()> + <H_i, h_i - h_i.detach()>``,
 whose value is ``c_i`` and whose gradients are ``J_i`` on the shared ``w`` and ``H_i`` on its own
 head ``h_i``. So the Jacobian, the loss values and the dtype are chosen freely, and the update is
-read from ``.grad``. A method registered tomorrow is checked the day it is registered.
+read from ``.grad``. A method registered tomorrow is checked the day it is registered. So are a
+few compositions ``WEIGHTING+GRADIENT`` (:data:`COMPOSED`; composed names are not registered).
 
 Where a method legitimately lacks a property it says so itself, in one place: the class
 attributes of :class:`~gradsurgery.methods.base.Method` (``permutation_equivariant``,
@@ -25,15 +26,25 @@ from gradsurgery.backward import MultiTaskBackward
 from gradsurgery.methods import create_method, method_info, method_names
 from gradsurgery.profiling import count_ops
 
-NAMES = method_names()
+#: compositions run through the same checks (their claims are the instance's, from the parts)
+COMPOSED = ["uw+pcgrad", "dwa+pcgrad", "sum+pcgrad"]
+NAMES = [*method_names(), *COMPOSED]
 M, D, H = 3, 5, 2  # tasks, shared width, head width
 STEPS = 3
 
 
+def _takes(name: str, argument: str) -> bool:
+    """Whether the method (a part of the composition, for a composed name) takes ``argument``;
+    a composed name routes a bare argument to the parts that take it."""
+    return any(
+        argument in inspect.signature(method_info(part).cls.__init__).parameters
+        for part in name.split("+")
+    )
+
+
 def _kwargs(name: str, seed: int = 0) -> dict[str, object]:
     """Seeded methods get ``seed`` (the only argument the suite passes)."""
-    takes_seed = "seed" in inspect.signature(method_info(name).cls.__init__).parameters
-    return {"seed": seed} if takes_seed else {}
+    return {"seed": seed} if _takes(name, "seed") else {}
 
 
 def _data(m: int = M, steps: int = STEPS, seed: int = 0) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -116,6 +127,9 @@ def _assert_close(a: list[list[Tensor]], b: list[list[Tensor]], **tol: float) ->
 
 
 def _claim(name: str, attribute: str) -> object:
+    """A declared property: the class's, or for a composition the instance's (from its parts)."""
+    if "+" in name:
+        return getattr(create_method(name, **_kwargs(name)), attribute)
     return getattr(method_info(name).cls, attribute)
 
 
@@ -223,8 +237,7 @@ def test_dtype_and_device_follow_the_parameters(name, dtype):
 
 def _placements(name: str) -> list[dict[str, object]]:
     """The default, and ``placement="device"`` for the methods that take it."""
-    takes = "placement" in inspect.signature(method_info(name).cls.__init__).parameters
-    return [{}, {"placement": "device"}] if takes else [{}]
+    return [{}, {"placement": "device"}] if _takes(name, "placement") else [{}]
 
 
 @pytest.mark.parametrize(

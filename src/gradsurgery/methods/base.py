@@ -136,6 +136,9 @@ class Method(nn.Module):
     #: With a single task, the update is that task's gradient (``"exact"``) or a positive multiple
     #: of it, on the shared and on the task's own parameters (``"positive"``).
     single_task: ClassVar[SingleTask] = "exact"
+    #: Why the method cannot be a part of a composition ``"weighting+gradient"``
+    #: (:class:`~gradsurgery.methods.composed.Composed`); None: it can.
+    not_composable: ClassVar[str | None] = None
 
     @property
     def host_syncs(self) -> int | None:

@@ -95,6 +95,11 @@ class CosineRegularization(LossWeighting):
             method). None: ``TaskStep.shared_params``.
     """
 
+    not_composable = (
+        "it differentiates through the task gradients of the live losses (a double backward), "
+        "which a gradient method's step does not keep"
+    )
+
     def __init__(
         self,
         weight: float = 1.0,

@@ -227,6 +227,11 @@ class IMTL(HostSolver, _LearnableScales, GramianWeighting):
         placement: ``"auto"`` (host, float64), ``"host"`` or ``"device"``.
     """
 
+    not_composable = (
+        "it weights the losses itself (IMTL-L's learnable scales); compose imtl_l with a gradient "
+        "method instead (imtl_l+imtl_g)"
+    )
+
     def __init__(
         self,
         num_tasks: int | None = None,
