@@ -51,6 +51,7 @@ def _methods_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _methods_run(args: argparse.Namespace) -> int:
     from gradsurgery.methods import method_info, method_names
+    from gradsurgery.methods.registry import composable_methods
 
     names = method_names()
     if args.names:
@@ -64,6 +65,16 @@ def _methods_run(args: argparse.Namespace) -> int:
         for line in textwrap.wrap(info.rule, width=100 - width) or [""]:
             print(f"{indent}{line}")
     print(f"\n{len(names)} methods. Use a name with MultiTaskBackward(model, NAME) or --methods.")
+    weightings, gradients = composable_methods()
+    print()
+    about = (
+        "Composed: WEIGHTING+GRADIENT (e.g. uw+pcgrad): the losses weighted by the first, the "
+        "weighted gradients combined by the second (see gradsurgery.methods.composed)."
+    )
+    print("\n".join(textwrap.wrap(about, width=100)))
+    for label, group in (("loss weightings:", weightings), ("gradient methods:", gradients)):
+        for k, line in enumerate(textwrap.wrap(", ".join(group), width=80) or [""]):
+            print(f"  {label if k == 0 else '':<18}{line}")
     return 0
 
 
@@ -121,6 +132,8 @@ def resolve_method_names(text: str) -> list[str]:
         except KeyError:
             unknown.append(written)
             continue
+        except ValueError as e:  # a composition refused ("pcgrad+mgda"): the registry says why
+            raise UsageError(str(e)) from None
         if name not in methods:
             methods.append(name)
     if not methods or unknown:

@@ -63,7 +63,7 @@ def method_args(
             raise UsageError(f"--method-arg expects METHOD.KEY=VALUE, got {item!r}")
         try:
             method = resolve(written)
-        except KeyError as e:
+        except (KeyError, ValueError) as e:
             raise UsageError(f"--method-arg {item!r}: {e.args[0]}") from None
         if method not in methods:
             raise UsageError(

@@ -36,8 +36,11 @@ Data: the benchmark's splits are loaded once before any run starts, so missing o
 (a wrong ``data_root``) raises the loader's error (:class:`DataError`) before anything is written.
 
 Method names are resolved by the method registry (:func:`gradsurgery.methods.registry.resolve_method`:
-any case, its aliases such as ``nashmtl`` for ``nash_mtl``); an unknown name raises ``KeyError``
-with a "did you mean" and the registered names.
+any case, its aliases such as ``nashmtl`` for ``nash_mtl``, and composed names ``uw+pcgrad``: a
+loss weighting under a gradient method, see :mod:`gradsurgery.methods.composed`); an unknown name
+raises ``KeyError`` with a "did you mean" and the registered names, a refused composition
+(``pcgrad+mgda``) ``ValueError`` saying why. A composed method's run directory is named as it is
+(``uw+pcgrad/seed0``).
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def run_compare(args: argparse.Namespace) -> int:
     requested = list(DEFAULT_METHODS) if defaulted else args.methods.split(",")
     try:
         methods = resolve_methods(requested, skip_unregistered=defaulted)
-    except KeyError as e:
+    except (KeyError, ValueError) as e:  # ValueError: a composition refused (uw+... ; see registry)
         raise UsageError(e.args[0]) from None
     if defaulted:
         skipped = [m for m in DEFAULT_METHODS if m not in methods]

@@ -102,7 +102,7 @@ class RunSpec:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
+    return "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in name)
 
 
 _DATA_CACHE: dict[tuple[str, str | None], tuple[MultiTaskDataset, MultiTaskDataset]] = {}

@@ -179,7 +179,7 @@ def run_rl(args: argparse.Namespace) -> int:
 
     try:
         method = resolve_method(args.method)  # aliases and "did you mean": the method registry's
-    except KeyError as e:
+    except (KeyError, ValueError) as e:  # ValueError: a composition refused (uw+... ; see registry)
         raise UsageError(e.args[0]) from None
     try:
         spec = resolve_suite(args.suite)
