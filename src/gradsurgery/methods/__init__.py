@@ -37,6 +37,7 @@ from gradsurgery.methods.registry import (
     register,
 )
 from gradsurgery.methods.rlw import RLW
+from gradsurgery.methods.stch import STCH
 from gradsurgery.methods.trimmed_mean import TrimmedMean
 from gradsurgery.methods.uncertainty import UncertaintyWeighting
 from gradsurgery.methods.unitary import Mean, Sum
@@ -49,6 +50,7 @@ __all__ = [
     "IMTLL",
     "MGDA",
     "RLW",
+    "STCH",
     "Aggregation",
     "AlignedMTL",
     "AuxiliaryGradientSimilarity",
