@@ -6,7 +6,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["DeviceGenerators"]
+__all__ = ["DeviceGenerators", "default_seed"]
+
+
+def default_seed() -> int:
+    """``torch.initial_seed()`` (not a draw: the global stream is left untouched), rank 0's under a
+    process group of two or more processes (one broadcast), so that every rank draws alike."""
+    import torch.distributed as dist
+
+    seed = torch.initial_seed()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        t = torch.tensor([seed % 2**63], dtype=torch.int64, device=device)
+        dist.broadcast(t, src=0)
+        seed = int(t.item())
+    return seed
 
 
 class DeviceGenerators:
@@ -15,14 +31,18 @@ class DeviceGenerators:
 
     The CPU generator is seeded with ``seed`` (None: ``torch.initial_seed()``, the seed of torch's
     global RNG, read without drawing from it: the user's random stream is left as it is, and a run
-    started with ``torch.manual_seed(s)`` is reproducible); an accelerator's
+    started with ``torch.manual_seed(s)`` is reproducible); under a ``torch.distributed`` process
+    group of two or more processes that default is rank 0's ``torch.initial_seed()``, broadcast at
+    construction (ranks usually seed their data differently, and every rank must draw the same
+    PCGrad orders, RLW weights and GradDrop masks; the broadcast is a collective, so every rank
+    must construct its methods in the same order); an accelerator's
     generator is seeded from the CPU one when first used. :meth:`state` / :meth:`load` carry all of
     them (for ``get_extra_state`` / ``set_extra_state``).
     """
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is None:
-            seed = torch.initial_seed()  # not a draw: the global stream is left untouched
+            seed = default_seed()
         self.cpu = torch.Generator().manual_seed(seed)
         self._others: dict[str, torch.Generator] = {}
 
