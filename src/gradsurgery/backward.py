@@ -41,13 +41,44 @@ representation is shared). The rules after that:
   is warned about once, at the first shared-input step (one walk of the autograd graph, no device
   op): ``loss.backward()`` would train it, ``MultiTaskBackward`` writes no ``.grad`` for it.
 
-Distributed data parallelism. Gradient methods (``requires`` ``"gramian"``/``"jacobian"``, and
-``monitor=``) compute per-task gradients with ``torch.autograd.grad``, which bypasses
-``DistributedDataParallel``'s all-reduce: they raise
-:class:`~gradsurgery.errors.DistributedUnsupportedError` under a DDP-wrapped model or a process
-group of more than one process. Loss-weighting methods (``"sum"``, ``"uw"``, ``"dwa"``, ...) make
-one ``backward`` of ``Σ_i w_i L_i``, which DDP reduces as usual (each process weights its own
-shard's losses).
+Distributed data parallelism (a model wrapped in ``DistributedDataParallel``, or a bare model
+with an initialised ``torch.distributed`` group of two or more processes; ``process_group=``
+chooses the group, default a DDP model's or the default group). Every method gets exactly what it
+would get on one process from the global batch, and every rank gets the same ``.grad``:
+
+* The per-task gradient is that of the global batch's task loss. A task-partitioned batch: task
+  ``i``'s loss on one process is the mean over its samples of the global batch, so rank ``r``'s
+  rows (mean over its ``c_{i,r}`` samples) are reduced as ``Σ_r c_{i,r} g_{i,r} / Σ_r c_{i,r}``;
+  the counts are all-reduced too, a task absent on a rank is weighted 0 there, and a task absent
+  on every rank is absent from the step. A shared-input batch: every rank's loss is a mean over its
+  local batch, assumed of equal size, so the reduction is the plain mean over ranks (DDP's meaning
+  of ``loss.backward()``: the mean over ranks of each rank's gradient). With local batches of
+  different sizes that is not the global batch's mean: weight each rank's losses yourself.
+* Gramian and Jacobian methods: the per-task gradients come from ``torch.autograd.grad``, which
+  does not fire DDP's hooks; the rows of the shared parameters are all-reduced in one flat buffer
+  of the gradients' dtype, ``m × P`` entries per step (``m`` tasks, ``M`` = every task for a
+  task-partitioned batch; ``P`` shared entries: ``m × P × 4`` bytes in float32), with a small
+  ``m × 3`` float64 all-reduce of the losses, counts and finite-check norms (and one host read of
+  which tasks are present). The method then runs on identical inputs on every rank (so stateful
+  methods keep identical state), the update is written to ``.grad`` directly (no backward: DDP
+  does not reduce a second time), and the task-specific parameters get one all-reduce of their
+  combined update (their own size, not ``m`` times it). Keep ``find_unused_parameters=False``
+  (the default): the DDP forward is never followed by a DDP backward.
+* Loss-weighting methods: the losses (and counts) are all-reduced first (``m × 3`` float64), so
+  the weights and the method's state are identical on every rank; then one backward of each
+  rank's ``Σ_i w_i (R c_{i,r} / C_i) L_{i,r}``, which DDP averages as usual (a bare model: one
+  all-reduce of ``.grad``, its size).
+* Random draws (PCGrad's orders, RLW's weights, GradDrop's masks): a method's generators default
+  to rank 0's ``torch.initial_seed()``, broadcast when the method is made (every rank must make
+  its methods in the same order), so every rank draws alike.
+* ``distributed="local"`` (approximate): each rank applies the method to its own shard's task
+  gradients and the update is averaged (one all-reduce of ``.grad``); stateful methods then keep
+  per-rank state. Exact only for linear methods (``"sum"``).
+* Refused (:class:`~gradsurgery.errors.DistributedUnsupportedError`): ``representation=`` (the
+  Gramian of ``∂L/∂z`` is of each rank's own representation), and ``"gradnorm"`` and
+  ``"cosreg"`` in the exact mode (they differentiate the gradients of the rank's own live
+  losses). An inferred shared/task-specific split is inferred on each rank from its own
+  gradients: declare ``shared=`` under data parallelism.
 
 Checkpoints. A method's own parameters (uncertainty weighting's log-variances) are in
 :meth:`MultiTaskBackward.parameters` (give them to the optimizer) and move with
@@ -91,9 +122,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from gradsurgery.distributed import DataParallel, DistributedMode
 from gradsurgery.engines.graph import reachable_leaf_tensors, reachable_leaves
-from gradsurgery.engines.per_task_gradients import PerTaskGradients, SplitGradients
+from gradsurgery.engines.per_task_gradients import PerTaskGradients, SplitGradients, accumulate
 from gradsurgery.engines.representation import RepresentationJacobian
 from gradsurgery.engines.shared_input import SharedInputJacobian
 from gradsurgery.engines.task_partitioned import (
@@ -116,6 +149,9 @@ __all__ = ["MultiTaskBackward", "StepResult"]
 
 ParamsLike = nn.Module | Iterable[Tensor]
 Losses = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
+
+#: methods that differentiate the live losses' own gradients (refused under exact data parallelism)
+_LOCAL_GRADIENT_METHODS = frozenset({"gradnorm", "cosreg"})
 
 #: steps over which a parameter that no task's gradient has reached yet (a zero-initialised
 #: adapter) is looked at again before it is left task-specific
@@ -168,6 +204,10 @@ class MultiTaskBackward:
             with ``torch.compile`` (True, or a dict of its options; None: on when ``params`` is
             a compiled model, off otherwise). See
             :class:`~gradsurgery.engines.task_partitioned.TaskPartitionedJacobian`.
+        distributed: under data parallelism, ``"exact"`` (the method sees the per-task gradients
+            of the global batch) or ``"local"`` (approximate: each rank's method sees its own
+            shard's, and the update is averaged). See the module docstring.
+        process_group: the group to reduce over (None: a DDP model's, else the default group).
         **method_kwargs: passed to the method when ``method`` is a name.
 
     Example:
@@ -192,6 +232,8 @@ class MultiTaskBackward:
         monitor: TriadMonitor | None = None,
         strategy: Strategy = "auto",
         compile: bool | dict[str, Any] | None = None,
+        distributed: DistributedMode = "exact",
+        process_group: Any = None,
         **method_kwargs: Any,
     ) -> None:
         self.module = params if isinstance(params, nn.Module) else None
@@ -205,7 +247,8 @@ class MultiTaskBackward:
         self._param_ids = [id(p) for p in self.params]
         self.method = create_method(method, **method_kwargs)
         self._shared: list[bool] | None = None
-        declared = getattr(params, "shared_parameters", None)
+        inner = params.module if isinstance(params, DistributedDataParallel) else params
+        declared = getattr(inner, "shared_parameters", None)
         if shared is None and callable(declared):
             shared = list(declared())  # a model that declares its own split
         self._shared_source: nn.Module | list[Tensor] | None = None
@@ -239,7 +282,9 @@ class MultiTaskBackward:
         self._owner_indices: dict[tuple[tuple[int, ...], str], Tensor] = {}
         self._compiled_losses: dict[tuple[int, ...], Callable[..., Tensor]] = {}
         self.step = 0
-        self._check_distributed(params)
+        self._dp = DataParallel.detect(params, process_group, distributed)
+        self._check_distributed()
+        self._row_counts: Tensor | None = None  # samples per row of a task-partitioned step
         self._outside_checked = False
 
     # ------------------------------------------------------------------ public entry points
@@ -307,7 +352,13 @@ class MultiTaskBackward:
                 )
         if not self.needs_task_gradients:
             return self._backward_weighted_sum(vector, tasks)
-        self._check_distributed(self.module)
+        self._row_counts = None
+        if representation is not None and self._dp is not None:
+            raise DistributedUnsupportedError(
+                "representation= under data parallelism: the Gramian of dL/dz is of this rank's "
+                "own samples' representation, which no reduction of fixed size makes global; "
+                "leave representation= out (the exact per-task gradients are reduced instead)"
+            )
         per_task = items if items is not None else vector
         if representation is None:
             grads = SharedInputJacobian(self.params, self._shared)(per_task, tasks)
@@ -349,10 +400,14 @@ class MultiTaskBackward:
         if not self.needs_task_gradients:
             per_sample = self._per_sample_losses(loss_fn, batch)
             check_per_sample(per_sample, groups.n)
+            self._row_counts = groups.counts
             return self._backward_weighted_sum(groups.segment_means(per_sample), groups.tasks)
-        self._check_distributed(self.module)
+        self._row_counts = groups.counts
         if self._partitioned is None:
-            self._partitioned = TaskPartitionedJacobian(self.module, self.strategy, self.compile)
+            module = self.module
+            if isinstance(module, DistributedDataParallel):  # vmap the model itself, not DDP
+                module = module.module
+            self._partitioned = TaskPartitionedJacobian(module, self.strategy, self.compile)
             if [id(p) for p in self._partitioned.params] != [id(p) for p in self.params]:
                 raise RuntimeError("internal: module parameters changed since construction")
         grads = self._partitioned(loss_fn, batch, groups, self.num_tasks)
@@ -529,42 +584,25 @@ class MultiTaskBackward:
         k = self._param_ids.index(id(p))
         return f"params[{k}] (shape {tuple(p.shape)})"
 
-    def _check_distributed(self, model: object) -> None:
-        """Refuse what is silently wrong under DistributedDataParallel today: per-task gradients
-        (``autograd.grad`` bypasses DDP's all-reduce hooks)."""
-        if self.method.requires == "losses" and self.monitor is None:
+    def _check_distributed(self) -> None:
+        """Refuse what cannot be exact under data parallelism: methods that differentiate this
+        rank's own live losses' gradients (their weights would differ between ranks)."""
+        if self._dp is None or self._dp.mode == "local":
             return
-        why = None
-        if isinstance(model, nn.Module) and any(
-            isinstance(sub, nn.parallel.DistributedDataParallel) for sub in model.modules()
-        ):
-            why = "the model is wrapped in DistributedDataParallel"
-        elif (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1
-        ):
-            why = (
-                "a torch.distributed process group of "
-                f"{torch.distributed.get_world_size()} processes is initialised"
+        name = self.method.name or type(self.method).__name__
+        if name in _LOCAL_GRADIENT_METHODS:
+            raise DistributedUnsupportedError(
+                f"method {name!r} differentiates the gradients of this rank's own losses (a "
+                "double backward of the live losses), which no reduction of the losses or "
+                "gradients makes those of the global batch. Use distributed='local' "
+                "(approximate: each rank's weights, the update averaged), or another method"
             )
-        if why is None:
-            return
-        what = (
-            f"method {self.method.name or type(self.method).__name__!r} (which needs the "
-            f"{self.method.requires})"
-            if self.method.requires != "losses"
-            else "a monitor (it computes per-task gradients on its steps)"
-        )
-        raise DistributedUnsupportedError(
-            f"MultiTaskBackward with {what} is not supported under data parallelism yet: "
-            f"{why}. The per-task gradients come from torch.autograd.grad, which bypasses "
-            "DistributedDataParallel's gradient all-reduce, so every process would combine the "
-            "gradients of its own shard only and the replicas would drift apart. What works "
-            "today: a loss-weighting method (requires == 'losses': 'sum', 'uw', 'dwa', 'rlw', "
-            "'famo', ...) without a monitor, whose one backward pass of sum_i w_i L_i DDP "
-            "reduces as usual; or the gradient method on one process."
-        )
+
+    def _counts(self, m: int, device: torch.device) -> Tensor:
+        """Samples behind each local row: the task counts of a task-partitioned batch, else 1."""
+        if self._row_counts is not None:
+            return self._row_counts
+        return torch.ones(m, dtype=torch.long, device=device)
 
     def _task_label(self, task: int) -> str:
         if self.task_names is not None and 0 <= task < len(self.task_names):
@@ -592,6 +630,8 @@ class MultiTaskBackward:
 
     def _backward_weighted_sum(self, losses: Tensor, tasks: Tensor) -> StepResult:
         """Loss-weighting methods: one backward pass of ``Σ_i w_i L_i``."""
+        if self._dp is not None and self._dp.mode == "exact":
+            return self._backward_weighted_sum_dp(losses, tasks, self._dp)
         self._check(losses, tasks, [])
         agg = self.method(self._task_step(losses.detach(), tasks, None, None, False, live=losses))
         assert agg.weights is not None
@@ -601,7 +641,37 @@ class MultiTaskBackward:
         # exactly loss.backward() of the weighted total: .grad wherever it reaches
         with self._double_backward(agg):
             torch.autograd.backward(total)
+        if self._dp is not None:  # distributed="local": average the update (DDP: its own)
+            own = list(self.parameters())
+            self._dp.average_grads_(own if self._dp.ddp else [*self.params, *own])
         return self._finish(losses, tasks, agg, None, False)
+
+    def _backward_weighted_sum_dp(
+        self, losses: Tensor, tasks: Tensor, dp: DataParallel
+    ) -> StepResult:
+        """The same step under data parallelism: the method sees the global losses (one small
+        all-reduce), so its weights and state are identical on every rank; each rank's live
+        losses are weighted ``R · c_{i,r} / C_i`` so that averaging over the ``R`` ranks (DDP's
+        reduction, or one all-reduce of ``.grad`` for a bare model) gives the global gradient."""
+        assert self.num_tasks is not None
+        g = dp.reduce_tasks(
+            losses.detach(), tasks, self._counts(losses.shape[0], losses.device), self.num_tasks
+        )
+        self._check(g.losses, g.tasks, [])
+        agg = self.method(self._task_step(g.losses, g.tasks, None, None, False, live=None))
+        assert agg.weights is not None
+        w = agg.weights.to(losses.dtype)
+        scale = (g.local_scale * dp.world_size).to(losses.dtype)
+        total = (w.detach().index_select(0, g.local_pos) * scale * losses).sum()
+        if w.requires_grad:  # the method's own weights: through the global losses (identical)
+            total = total + (w * g.losses.detach()).sum()
+        if agg.regularizer is not None:  # of the method's own parameters only here: identical
+            total = total + agg.regularizer
+        with self._double_backward(agg):
+            torch.autograd.backward(total)
+        if not dp.ddp:  # DDP averaged the model's .grad in that backward; a bare model's: here
+            dp.average_grads_(self.params)
+        return self._finish(g.losses, g.tasks, agg, None, False)
 
     @contextlib.contextmanager
     def _double_backward(self, agg: Aggregation) -> Iterator[None]:
@@ -703,6 +773,8 @@ class MultiTaskBackward:
     def _apply(self, grads: PerTaskGradients) -> StepResult:
         split = grads.split(self._shared_blocks(grads))
         self._review_split(split)
+        if self._dp is not None and self._dp.mode == "exact":
+            return self._apply_dp(split, self._dp)
         losses, tasks = split.losses, split.tasks
         gramian = split.rows.gramian()
         sq_norms = split.specific_sq_norms(lambda owners: self._owner_index(owners, losses.device))
@@ -719,7 +791,38 @@ class MultiTaskBackward:
         assert update is not None
         split.write_back(update, agg.task_specific_weights)
         self._backward_extras(agg, losses)
+        if self._dp is not None:  # distributed="local": average the update
+            self._dp.average_grads_([*self.params, *self.parameters()])
         return self._finish(losses, tasks, agg, gramian, split.approximate)
+
+    def _apply_dp(self, split: SplitGradients, dp: DataParallel) -> StepResult:
+        """:meth:`_apply` on the global batch: the shared rows (and losses) all-reduced before
+        the method, the task-specific gradients' combination after it. ``.grad`` is written
+        directly (no backward: DDP's hooks never fire)."""
+        assert self.num_tasks is not None
+        losses = split.losses
+        sq_norms = split.specific_sq_norms(lambda owners: self._owner_index(owners, losses.device))
+        specific_sq = torch.stack(sq_norms).sum(dim=0) if sq_norms else None
+        counts = self._counts(losses.shape[0], losses.device)
+        g = dp.reduce_tasks(losses, split.tasks, counts, self.num_tasks, specific_sq, split.rows)
+        assert g.rows is not None
+        gramian = g.rows.gramian()
+        self._check(g.losses, g.tasks, [gramian.diagonal(), g.specific_sq])
+        jacobian = g.rows if self.method.requires == "jacobian" else None
+        agg = self.method(self._task_step(g.losses, g.tasks, gramian, jacobian, False))
+        # a regularizer here is of the method's own parameters (no live losses were given):
+        # computed from the global losses, identical on every rank
+        weights = agg.weights.detach() if agg.weights is not None else None
+        update = g.rows.combine(weights) if weights is not None else agg.update
+        assert update is not None
+        accumulate(split.targets, update)
+        targets = {id(p) for p in split.targets}
+        layout = [p for p in self.params if id(p) not in targets]
+        tsw = agg.task_specific_weights.detach().to(g.local_scale.device)
+        local = tsw.index_select(0, g.local_pos) * g.local_scale.to(tsw.dtype)
+        dp.reduce_specific(split, layout, local)
+        self._backward_extras(agg, g.losses)
+        return self._finish(g.losses, g.tasks, agg, gramian, False)
 
     def _owner_index(self, owners: list[int], device: torch.device) -> Tensor:
         """The owners of owned gradients as a device tensor, made once per distinct list (a

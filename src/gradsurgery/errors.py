@@ -14,7 +14,7 @@ class LossShapeError(ValueError):
 
 
 class DistributedUnsupportedError(RuntimeError):
-    """A gradient method under ``DistributedDataParallel`` or a multi-process group: not exact yet."""
+    """What cannot be exact under data parallelism (``representation=``, ``"gradnorm"``, ...)."""
 
 
 class DoubleBackwardError(RuntimeError):
