@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gradsurgery import MultiTaskBackward
+from gradsurgery.diagnostics import TriadMonitor
 from gradsurgery.errors import DistributedUnsupportedError
 from gradsurgery.methods.registry import create_method, method_names
 
@@ -111,7 +112,7 @@ def test_every_gradient_method_on_two_bare_ranks_equals_one_process():
 
 
 def test_ddp_wrapped_gradient_and_loss_methods_equal_one_process():
-    methods = ["pcgrad", "mgda", "nash_mtl", "graddrop", *_loss_methods()]
+    methods = ["pcgrad", "mgda", "nash_mtl", "graddrop", "uw+pcgrad", *_loss_methods()]
     results = run_on_two_ranks(_shared_input_worker, methods, True)
     _assert_exact(results, {m: _train(Net(), m, _data()) for m in methods})
 
@@ -120,12 +121,16 @@ def _bare_loss_and_local_worker(rank):
     out = {m: _train(Net(), m, _data(), rank) for m in _loss_methods()}
     for m in ("pcgrad", "sum"):
         out[f"{m}-local"] = _train(Net(), m, _data(), rank, distributed="local")
+    out["sum-monitor"] = _train(Net(), "sum", _data(), rank, monitor=TriadMonitor(every=2))
     return out
 
 
 def test_loss_methods_on_bare_ranks_and_the_local_mode():
     results = run_on_two_ranks(_bare_loss_and_local_worker)
-    _assert_exact(results, {m: _train(Net(), m, _data()) for m in _loss_methods()})
+    reference = {m: _train(Net(), m, _data()) for m in _loss_methods()}
+    # a monitor's steps compute per-task gradients even for "sum": the same update
+    reference["sum-monitor"] = _train(Net(), "sum", _data(), monitor=TriadMonitor(every=2))
+    _assert_exact(results, reference)
     for m in ("pcgrad-local", "sum-local"):  # approximate, but identical on both ranks
         for g0, g1 in zip(results[0][m], results[1][m], strict=True):
             assert all(torch.equal(a, b) for a, b in zip(g0, g1, strict=True))
