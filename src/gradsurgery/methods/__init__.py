@@ -19,6 +19,7 @@ from gradsurgery.methods.constant import Constant
 from gradsurgery.methods.cosine_regularization import CosineRegularization
 from gradsurgery.methods.dualproj import DualProj
 from gradsurgery.methods.dwa import DynamicWeightAverage
+from gradsurgery.methods.fairgrad import FairGrad
 from gradsurgery.methods.famo import FAMO
 from gradsurgery.methods.graddrop import GradDrop
 from gradsurgery.methods.gradnorm import GradNorm
@@ -59,6 +60,7 @@ __all__ = [
     "CosineRegularization",
     "DualProj",
     "DynamicWeightAverage",
+    "FairGrad",
     "GradDrop",
     "GradNorm",
     "GradVac",
