@@ -15,6 +15,7 @@ from gradsurgery.methods.base import (
     refuse_without_epoch_boundaries,
 )
 from gradsurgery.methods.cagrad import CAGrad
+from gradsurgery.methods.config import ConFIG
 from gradsurgery.methods.constant import Constant
 from gradsurgery.methods.cosine_regularization import CosineRegularization
 from gradsurgery.methods.dualproj import DualProj
@@ -56,6 +57,7 @@ __all__ = [
     "AlignedMTL",
     "AuxiliaryGradientSimilarity",
     "CAGrad",
+    "ConFIG",
     "Constant",
     "CosineRegularization",
     "DualProj",
