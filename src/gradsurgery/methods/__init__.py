@@ -22,12 +22,14 @@ from gradsurgery.methods.dualproj import DualProj
 from gradsurgery.methods.dwa import DynamicWeightAverage
 from gradsurgery.methods.fairgrad import FairGrad
 from gradsurgery.methods.famo import FAMO
+from gradsurgery.methods.gls import GLS
 from gradsurgery.methods.graddrop import GradDrop
 from gradsurgery.methods.gradnorm import GradNorm
 from gradsurgery.methods.gradvac import GradVac
 from gradsurgery.methods.imtl import IMTL, IMTLG, IMTLL
 from gradsurgery.methods.krum import Krum
 from gradsurgery.methods.mgda import MGDA
+from gradsurgery.methods.modo import MoDo
 from gradsurgery.methods.nash_mtl import NashMTL
 from gradsurgery.methods.pcgrad import PCGrad
 from gradsurgery.methods.random_weighting import Random
@@ -47,6 +49,7 @@ from gradsurgery.methods.upgrad import UPGrad
 
 __all__ = [
     "FAMO",
+    "GLS",
     "IMTL",
     "IMTLG",
     "IMTLL",
@@ -73,6 +76,7 @@ __all__ = [
     "Mean",
     "Method",
     "MethodInfo",
+    "MoDo",
     "NashMTL",
     "PCGrad",
     "Random",
