@@ -18,6 +18,7 @@ from gradsurgery.methods.cagrad import CAGrad
 from gradsurgery.methods.config import ConFIG
 from gradsurgery.methods.constant import Constant
 from gradsurgery.methods.cosine_regularization import CosineRegularization
+from gradsurgery.methods.db_mtl import DBMTL
 from gradsurgery.methods.dualproj import DualProj
 from gradsurgery.methods.dwa import DynamicWeightAverage
 from gradsurgery.methods.fairgrad import FairGrad
@@ -48,6 +49,7 @@ from gradsurgery.methods.unitary import Mean, Sum
 from gradsurgery.methods.upgrad import UPGrad
 
 __all__ = [
+    "DBMTL",
     "FAMO",
     "GLS",
     "IMTL",

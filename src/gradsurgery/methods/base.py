@@ -134,8 +134,10 @@ class Method(nn.Module):
     #: the update by ``s**k``; None: no such law.
     scale_degree: ClassVar[int | None] = 1
     #: With a single task, the update is that task's gradient (``"exact"``) or a positive multiple
-    #: of it, on the shared and on the task's own parameters (``"positive"``).
-    single_task: ClassVar[SingleTask] = "exact"
+    #: of it, on the shared and on the task's own parameters (``"positive"``); None: no claim
+    #: (a method with memory of past gradients, DB-MTL: the conformance suite then checks only
+    #: that the update is finite).
+    single_task: ClassVar[SingleTask | None] = "exact"
     #: Why the method cannot be a part of a composition ``"weighting+gradient"``
     #: (:class:`~gradsurgery.methods.composed.Composed`); None: it can.
     not_composable: ClassVar[str | None] = None

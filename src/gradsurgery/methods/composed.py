@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.jacobian import TaskJacobian
-from gradsurgery.methods.base import Aggregation, Method, TaskStep
+from gradsurgery.methods.base import Aggregation, Method, SingleTask, TaskStep
 
 __all__ = ["Composed", "composition_problem"]
 
@@ -116,7 +116,8 @@ class Composed(Method):
     ``end_epoch`` reach both. The claims the conformance suite checks follow from the parts:
     permutation-equivariant when both are; the gradient method's scale degree when the
     weighting's weights do not depend on the gradients' scale (degree 1), else none; one task
-    ``"exact"`` when both parts are exact, else ``"positive"``.
+    ``"exact"`` when both parts are exact, no claim (None) when either part makes none, else
+    ``"positive"``.
 
     Args:
         weighting: a loss-weighting method (``requires == "losses"``).
@@ -139,8 +140,9 @@ class Composed(Method):
             weighting.permutation_equivariant and gradient.permutation_equivariant
         )
         self.scale_degree = gradient.scale_degree if weighting.scale_degree == 1 else None  # type: ignore[misc]
-        exact = weighting.single_task == "exact" and gradient.single_task == "exact"
-        self.single_task = "exact" if exact else "positive"  # type: ignore[misc]
+        parts = (weighting.single_task, gradient.single_task)
+        single: SingleTask | None = "exact" if parts == ("exact", "exact") else "positive"
+        self.single_task = None if None in parts else single  # type: ignore[misc]
 
     @property
     def host_syncs(self) -> int | None:
