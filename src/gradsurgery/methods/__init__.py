@@ -42,6 +42,7 @@ from gradsurgery.methods.registry import (
     register,
 )
 from gradsurgery.methods.rlw import RLW
+from gradsurgery.methods.sdmgrad import SDMGrad
 from gradsurgery.methods.stch import STCH
 from gradsurgery.methods.trimmed_mean import TrimmedMean
 from gradsurgery.methods.uncertainty import UncertaintyWeighting
@@ -57,6 +58,7 @@ __all__ = [
     "IMTLL",
     "MGDA",
     "RLW",
+    "SDMGrad",
     "STCH",
     "Aggregation",
     "AlignedMTL",
