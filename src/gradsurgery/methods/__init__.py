@@ -30,6 +30,7 @@ from gradsurgery.methods.gradvac import GradVac
 from gradsurgery.methods.imtl import IMTL, IMTLG, IMTLL
 from gradsurgery.methods.krum import Krum
 from gradsurgery.methods.mgda import MGDA
+from gradsurgery.methods.moco import MoCo
 from gradsurgery.methods.modo import MoDo
 from gradsurgery.methods.nash_mtl import NashMTL
 from gradsurgery.methods.pcgrad import PCGrad
@@ -58,7 +59,6 @@ __all__ = [
     "IMTLL",
     "MGDA",
     "RLW",
-    "SDMGrad",
     "STCH",
     "Aggregation",
     "AlignedMTL",
@@ -80,10 +80,12 @@ __all__ = [
     "Mean",
     "Method",
     "MethodInfo",
+    "MoCo",
     "MoDo",
     "NashMTL",
     "PCGrad",
     "Random",
+    "SDMGrad",
     "Sum",
     "TaskStep",
     "TrimmedMean",
