@@ -118,3 +118,13 @@ def test_device_placement_and_absent_tasks():
     sub = update(ConFIG(pref_vector=pref), j[:2], tasks=torch.tensor([0, 2]), num_tasks=3)
     want = update(ConFIG(pref_vector=[1.0, 3.0]), j[:2])
     torch.testing.assert_close(sub / sub.norm(), want / want.norm())
+
+
+def test_preferences_orthogonal_to_the_span_give_no_update():
+    """m > d with p orthogonal to the unit gradients' span: x = U⁺p is 0, so is the update (as
+    torchjd gives); rounding noise must not be normalised into a direction (hypothesis found
+    m = 4, d = 1 off by 4.26)."""
+    j = torch.tensor([[1.0], [2.0], [-1.0], [-3.0]], dtype=F64)  # units +1, +1, −1, −1
+    torch.testing.assert_close(update(ConFIG(), j), torch.zeros(1, dtype=F64))
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    torch.testing.assert_close(aggregation.ConFIG()(j), torch.zeros(1, dtype=F64))

@@ -33,7 +33,8 @@ Choices, and ours:
 * When the unit gradients are dependent (``m > d``, or a combination vanishing) ``U x = p`` may have
   no solution; ``x`` is then the least-squares one and the non-conflict guarantee is lost (as in the
   paper's method). A zero gradient counts as a zero row of ``U`` (``nan_to_num`` in the authors'
-  code) and gets weight 0; with ``K = 0`` the update is 0.
+  code) and gets weight 0; with ``K = 0`` the update is 0, and so it is when ``p`` is orthogonal
+  to the unit gradients' span (``‖C C⁺ p‖ ≤ sqrt(m · eps) ‖p‖``: ``x`` is 0 up to rounding).
 * Two tasks: the authors' ``ConFIGOperator`` uses a closed form (``ConFIG_update_double``,
   ``allow_simplified_model=True``); like torchjd we use the general rule for every ``m``.
 * Momentum (the authors' ``M-ConFIG``) is not included.
@@ -76,10 +77,16 @@ def config_weights(gramian: Tensor, pref: Tensor) -> Tensor:
     nonzero = norms > 0
     inv = torch.where(nonzero, 1.0 / torch.where(nonzero, norms, 1.0), 0.0)
     cosines = inv.unsqueeze(1) * k * inv.unsqueeze(0)
-    v = inv * (torch.linalg.pinv(cosines, hermitian=True) @ pref)
+    y = torch.linalg.pinv(cosines, hermitian=True) @ pref
+    v = inv * y
     kv = k @ v
     squared = v @ kv
-    ok = squared > 0
+    # p orthogonal to the unit gradients' span (dependent gradients, e.g. m > d): x = U⁺p is 0 up
+    # to rounding and has no direction; the update is 0 (as the authors' and torchjd's code give),
+    # judged at the pseudo-inverse's own resolution (the projection C C⁺ p against ‖p‖).
+    m = pref.shape[0]
+    resolution = (m * torch.finfo(k.dtype).eps) ** 0.5
+    ok = (squared > 0) & (torch.linalg.vector_norm(cosines @ y) > resolution * pref.norm())
     factor = torch.where(ok, kv.sum() / torch.where(ok, squared, 1.0), 0.0)
     weights: Tensor = v * factor
     return weights
