@@ -156,3 +156,14 @@ def test_bash_commands_exist(block: Block) -> None:
     for line in lines:
         for command in line.split("&&"):
             check_command(shlex.split(command))
+
+
+def test_the_methods_table_lists_every_registered_method() -> None:
+    """The README's "Methods" table has one row per registered name, no more, no fewer."""
+    import re
+
+    from gradsurgery.methods import method_names
+
+    text = README.read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", text, re.M))
+    assert rows == set(method_names())
