@@ -117,7 +117,9 @@ def fairgrad_weights(
         f0 = _objective(kt, w.unsqueeze(1), alpha)
         armijo = _objective(kt, cand, alpha) <= f0 + 1e-4 * ts * (grad @ d)
         first = torch.argmax(armijo.to(torch.int8))  # the largest step that decreases F enough
-        t = torch.where(armijo.any(), ts.index_select(0, first.reshape(1)).squeeze(0), 0.0)
+        # no step passes: F's decrease is below its rounding (at the solution's doorstep), where
+        # the Newton step itself converges; take it (still inside w > 0)
+        t = torch.where(armijo.any(), ts.index_select(0, first.reshape(1)).squeeze(0), t_max)
         w = w + t * d
     return w
 
