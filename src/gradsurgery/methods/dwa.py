@@ -57,12 +57,11 @@ Example (two closed epochs with losses (1, 1) then (0.5, 1): r = (0.5, 1)):
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, LossWeighting, TaskStep
+from gradsurgery.methods.epochs import EpochCounter
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin, per_task
 
@@ -74,7 +73,7 @@ __all__ = ["DynamicWeightAverage"]
     paper="Liu, Johns, Davison, End-to-End Multi-Task Learning with Attention (MTAN), CVPR 2019",
     rule="w_i = m·softmax_i(r/T), r_i = L̄_i(t−1)/L̄_i(t−2) of epoch-averaged losses; T = 2",
 )
-class DynamicWeightAverage(TaskStateMixin, LossWeighting):
+class DynamicWeightAverage(EpochCounter, TaskStateMixin, LossWeighting):
     """Dynamic Weight Average (see the module docstring).
 
     Args:
@@ -94,12 +93,8 @@ class DynamicWeightAverage(TaskStateMixin, LossWeighting):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if epoch_length is not None and epoch_length < 1:
-            raise ValueError(f"epoch_length must be at least 1, got {epoch_length}")
         self.temperature = float(temperature)
-        self.epoch_length = epoch_length
-        self.steps_in_epoch = 0
-        self.epochs = 0
+        self._init_epochs(epoch_length)
         self._init_task_state(num_tasks)
 
     def _allocate(self, num_tasks: int, device: torch.device | None) -> None:
@@ -143,14 +138,7 @@ class DynamicWeightAverage(TaskStateMixin, LossWeighting):
         losses = step.losses.detach().to(self.epoch_sum.dtype)
         self.epoch_sum.index_add_(0, step.tasks, losses)
         self.epoch_count.index_add_(0, step.tasks, torch.ones_like(losses))
-        self.steps_in_epoch += 1
-        if self.epoch_length is not None and self.steps_in_epoch >= self.epoch_length:
-            self.end_epoch()
-
-    @property
-    def needs_epoch_boundaries(self) -> bool:
-        """True without ``epoch_length``: epochs then close only on :meth:`end_epoch`."""
-        return self.epoch_length is None
+        self._count_step()
 
     def end_epoch(self) -> None:
         """Close the current epoch: its per-task average becomes ``L̄(t−1)``."""
@@ -167,14 +155,7 @@ class DynamicWeightAverage(TaskStateMixin, LossWeighting):
         self.epochs_seen += seen.long()
         self.epoch_sum.zero_()
         self.epoch_count.zero_()
-        self.epochs += 1
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"steps_in_epoch": self.steps_in_epoch, "epochs": self.epochs}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.steps_in_epoch = int(state["steps_in_epoch"])
-        self.epochs = int(state["epochs"])
+        self._next_epoch()
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, epoch_length={self.epoch_length}"

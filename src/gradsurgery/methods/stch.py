@@ -49,12 +49,11 @@ Example (after the warm-up, z = (1, 1), losses (e, 1), μ = 1: p = softmax(1, 0)
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from gradsurgery.methods.base import Aggregation, LossWeighting, TaskStep
+from gradsurgery.methods.epochs import EpochCounter
 from gradsurgery.methods.registry import register
 from gradsurgery.methods.task_state import TaskStateMixin, per_task
 
@@ -77,7 +76,7 @@ def stch_weights(losses: Tensor, nadir: Tensor, mu: float, eps: float = 1e-20) -
     paper="Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024",
     rule="after a log-loss warm-up: minimize m·μ·log Σ exp(log(L_i/z_i)/μ), z the warm-up mean loss",
 )
-class STCH(TaskStateMixin, LossWeighting):
+class STCH(EpochCounter, TaskStateMixin, LossWeighting):
     """Smooth Tchebycheff scalarization (see the module docstring).
 
     Args:
@@ -108,16 +107,12 @@ class STCH(TaskStateMixin, LossWeighting):
             raise ValueError(f"mu must be positive, got {mu}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be non-negative, got {warmup_epochs}")
-        if epoch_length is not None and epoch_length < 1:
-            raise ValueError(f"epoch_length must be at least 1, got {epoch_length}")
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}")
         self.mu = float(mu)
         self.warmup_epochs = int(warmup_epochs)
-        self.epoch_length = epoch_length
         self.eps = float(eps)
-        self.epochs = 0
-        self.steps_in_epoch = 0
+        self._init_epochs(epoch_length)
         self._init_task_state(num_tasks)
 
     def _allocate(self, num_tasks: int, device: torch.device | None) -> None:
@@ -167,26 +162,11 @@ class STCH(TaskStateMixin, LossWeighting):
             losses = step.losses.detach().to(self.nadir_sum.dtype)
             self.nadir_sum.index_add_(0, step.tasks, losses)
             self.nadir_count.index_add_(0, step.tasks, torch.ones_like(losses))
-        self.steps_in_epoch += 1
-        if self.epoch_length is not None and self.steps_in_epoch >= self.epoch_length:
-            self.end_epoch()
-
-    @property
-    def needs_epoch_boundaries(self) -> bool:
-        """True without ``epoch_length``: epochs then close only on :meth:`end_epoch`."""
-        return self.epoch_length is None
+        self._count_step()
 
     def end_epoch(self) -> None:
         """Close the current epoch (the one of index ``W`` fixes ``z``)."""
-        self.steps_in_epoch = 0
-        self.epochs += 1
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"steps_in_epoch": self.steps_in_epoch, "epochs": self.epochs}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.steps_in_epoch = int(state["steps_in_epoch"])
-        self.epochs = int(state["epochs"])
+        self._next_epoch()
 
     def extra_repr(self) -> str:
         return f"mu={self.mu}, warmup_epochs={self.warmup_epochs}, epoch_length={self.epoch_length}"
