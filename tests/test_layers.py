@@ -19,6 +19,8 @@ CORE = (
     "finite",
     "profiling",
     "errors",
+    "registry",
+    "distributed",
 )
 ABOVE_CORE = ("runtime", "experiments", "rl", "toy", "models", "data", "metrics", "cli", "cli_args")
 LOOPS = ("experiments", "rl", "toy", "models", "data", "metrics", "cli", "cli_args")
