@@ -7,22 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradsurgery.methods.base import TaskStep
 from gradsurgery.methods.constant import Constant
 from gradsurgery.methods.registry import create_method
+from tests.methods.steps import loss_step as step_of
 
 F64 = torch.float64
-
-
-def step_of(losses, tasks=None, num_tasks=None) -> TaskStep:
-    losses = torch.as_tensor(losses, dtype=F64)
-    m = losses.shape[0]
-    return TaskStep(
-        losses=losses,
-        tasks=torch.arange(m) if tasks is None else torch.as_tensor(tasks),
-        num_tasks=m if num_tasks is None else num_tasks,
-        step=0,
-    )
 
 
 def test_registered_and_requires_only_losses():

@@ -11,23 +11,12 @@ from hypothesis import strategies as st
 
 from gradsurgery import MultiTaskBackward
 from gradsurgery.jacobian import TaskJacobian
-from gradsurgery.methods.base import TaskStep
 from gradsurgery.methods.db_mtl import DBMTL, db_mtl_update
 from gradsurgery.methods.registry import create_method
 from gradsurgery.toy.runner import run_toy
+from tests.methods.steps import loss_step as step_of
 
 F64 = torch.float64
-
-
-def step_of(losses, tasks=None, num_tasks=None) -> TaskStep:
-    losses = torch.as_tensor(losses, dtype=F64)
-    m = losses.shape[0]
-    return TaskStep(
-        losses=losses,
-        tasks=torch.arange(m) if tasks is None else torch.as_tensor(tasks),
-        num_tasks=m if num_tasks is None else num_tasks,
-        step=0,
-    )
 
 
 def update(method: DBMTL, J, losses, **kw) -> torch.Tensor:

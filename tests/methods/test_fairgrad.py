@@ -7,16 +7,11 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gradsurgery.methods.base import TaskStep
 from gradsurgery.methods.fairgrad import FairGrad, fairgrad_weights
 from gradsurgery.methods.registry import create_method
+from tests.methods.steps import gramian_step as step_of
 
 F64 = torch.float64
-
-
-def step_of(gramian: torch.Tensor) -> TaskStep:
-    m = gramian.shape[0]
-    return TaskStep(torch.ones(m, dtype=gramian.dtype), torch.arange(m), m, 0, gramian=gramian)
 
 
 def random_jacobian(m: int, d: int, seed: int) -> torch.Tensor:

@@ -10,18 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradsurgery import MultiTaskBackward
-from gradsurgery.methods.base import TaskStep
 from gradsurgery.methods.gls import GLS, gls_weights
 from gradsurgery.methods.registry import create_method
 from gradsurgery.toy.runner import run_toy
+from tests.methods.steps import loss_step as step_of
 
 F64 = torch.float64
-
-
-def step_of(losses) -> TaskStep:
-    losses = torch.as_tensor(losses, dtype=F64)
-    m = losses.shape[0]
-    return TaskStep(losses=losses, tasks=torch.arange(m), num_tasks=m, step=0)
 
 
 def test_registered_and_requires_only_losses():

@@ -8,18 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradsurgery.methods.base import TaskStep
 from gradsurgery.methods.registry import create_method
 from gradsurgery.methods.sdmgrad import SDMGrad, sdmgrad_weights
 from gradsurgery.toy import run_toy
+from tests.methods.steps import gramian_step as step_of
 
 F64 = torch.float64
-
-
-def step_of(gramian: torch.Tensor, tasks: torch.Tensor | None = None, num: int | None = None):
-    m = gramian.shape[0]
-    tasks = torch.arange(m) if tasks is None else tasks
-    return TaskStep(torch.ones(m, dtype=gramian.dtype), tasks, num or m, 0, gramian=gramian)
 
 
 def test_registered():
